@@ -41,14 +41,8 @@ for _ in $(seq 200); do [ -s "$run_dir/ready.json" ] && break; sleep 0.05; done
 [ -s "$run_dir/ready.json" ] || { echo "demo: the collector did not start (see its log above)" >&2; exit 1; }
 
 filter_config='{"collector":{"cluster":"warden_collector"}}'
-sed -e "s|\${NODE_ID}|warden-demo|" \
-    -e "s|\${ADMIN_PORT}|$ENVOY_ADMIN_PORT|" \
-    -e "s|\${LISTENER_PORT}|$ENVOY_LISTENER_PORT|" \
-    -e "s|\${UPSTREAM_PORT}|${UPSTREAM##*:}|" \
-    -e "s|\${COLLECTOR_GRPC_PORT}|${COLLECTOR_GRPC##*:}|" \
-    -e "s|\${WASM_PATH}|$wasm|" \
-    -e "s|\${FILTER_CONFIG}|$filter_config|" \
-    envoy/envoy.yaml.tmpl > "$run_dir/envoy.yaml"
+scripts/render-envoy.sh warden-demo "$ENVOY_ADMIN_PORT" "$ENVOY_LISTENER_PORT" "${UPSTREAM##*:}" \
+  "${COLLECTOR_GRPC##*:}" "$wasm" "$filter_config" > "$run_dir/envoy.yaml"
 "$envoy" -c "$run_dir/envoy.yaml" --disable-hot-restart --concurrency 2 --log-level warn \
   2> >(sed 's/^/[envoy] /' >&2) &
 pids+=($!)

@@ -30,6 +30,9 @@ pub struct EnvoyOptions {
     pub node_id: String,
     /// The bootstrap template.
     pub template: PathBuf,
+    /// More `${NAME}` placeholders (name, value) for templates beyond the standard one, filled
+    /// in after the standard ones.
+    pub extra: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -43,6 +46,7 @@ impl EnvoyOptions {
             upstream,
             node_id: next_node_id(),
             template: paths::envoy_template(),
+            extra: Vec::new(),
         }
     }
 }
@@ -83,18 +87,17 @@ impl Envoy {
             .map_err(|e| e.to_string())?;
         let template = std::fs::read_to_string(&options.template)
             .map_err(|e| format!("{}: {e}", options.template.display()))?;
-        let bootstrap = render(
-            &template,
-            &[
-                ("NODE_ID", options.node_id.clone()),
-                ("ADMIN_PORT", "0".into()),
-                ("LISTENER_PORT", "0".into()),
-                ("UPSTREAM_PORT", options.upstream.port().to_string()),
-                ("COLLECTOR_GRPC_PORT", options.collector_grpc.port().to_string()),
-                ("WASM_PATH", wasm.display().to_string()),
-                ("FILTER_CONFIG", options.filter_config.to_string()),
-            ],
-        );
+        let mut values = vec![
+            ("NODE_ID", options.node_id.clone()),
+            ("ADMIN_PORT", "0".into()),
+            ("LISTENER_PORT", "0".into()),
+            ("UPSTREAM_PORT", options.upstream.port().to_string()),
+            ("COLLECTOR_GRPC_PORT", options.collector_grpc.port().to_string()),
+            ("WASM_PATH", wasm.display().to_string()),
+            ("FILTER_CONFIG", options.filter_config.to_string()),
+        ];
+        values.extend(options.extra.iter().map(|(name, value)| (name.as_str(), value.clone())));
+        let bootstrap = render(&template, &values);
         let config_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         let log_path = dir.path().join("envoy.log");
@@ -200,6 +203,11 @@ impl Envoy {
             let (name, value) = line.split_once(": ")?;
             if name.ends_with(suffix) { value.trim().parse().ok() } else { None }
         })
+    }
+
+    /// Envoy's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The full URL of `path` on the ingress listener.

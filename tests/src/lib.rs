@@ -4,6 +4,7 @@
 //! Every child process is killed when its handle drops; when a test panics, the handles print the
 //! child's log so the failure can be read without re-running.
 
+pub mod auth;
 pub mod client;
 pub mod collector;
 pub mod envoy;
