@@ -2,6 +2,11 @@
 //! and bytes (dropping the oldest), cuts batches when full or when the flush interval elapsed,
 //! tracks in-flight `Export` calls and puts a failed batch back at the front with backoff.
 //!
+//! Urgent records (authentication and authorization failures by default) do not wait for the
+//! flush interval: they leave as soon as no other batch is in flight, so detection rules in the
+//! collector see a brute force within one round trip. While a batch is in flight more records
+//! gather, so under attack the calls stay far fewer than the requests.
+//!
 //! Time is passed in (`now_ms`) so every decision is tested on the host; the glue in
 //! `root_context.rs` only dispatches the calls this module asks for.
 
@@ -11,6 +16,7 @@ use prost::Message;
 use warden_proto::pb::{AccessRecord, ExportRequest, FilterIdentity};
 
 use crate::config::BatchConfig;
+use warden_proto::pb::{DenyKind, Mechanism, Verdict};
 
 /// Exponential backoff with a cap; `delay_ms` is 0 while healthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +70,7 @@ impl Backoff {
 struct Pending {
     record: AccessRecord,
     size: usize,
+    urgent: bool,
 }
 
 /// Records cut for one `Export` call.
@@ -117,6 +124,25 @@ pub struct Shipper {
     dropped_total: u64,
     last_flush_ms: u64,
     backoff: Backoff,
+    /// Urgent records among `pending`.
+    urgent_pending: usize,
+}
+
+/// Whether `record` should be shipped without waiting for the flush interval: its status is one
+/// of `urgent_statuses`, or an auth mechanism denied it. Warden's own blocks are not urgent: the
+/// client is already stopped, and an attacker hammering a block must not turn into one call each.
+pub fn is_urgent(config: &BatchConfig, record: &AccessRecord) -> bool {
+    let decision = record.decision.as_ref();
+    let own_block = decision.is_some_and(|d| {
+        d.mechanism == Mechanism::WardenDenyList as i32
+            || d.deny_kind == DenyKind::Blocked as i32
+            || d.deny_kind == DenyKind::Throttled as i32
+    });
+    if own_block {
+        return false;
+    }
+    config.urgent_statuses.contains(&record.status)
+        || decision.is_some_and(|d| d.verdict == Verdict::Deny as i32)
 }
 
 impl Shipper {
@@ -132,18 +158,35 @@ impl Shipper {
             dropped_total: 0,
             last_flush_ms: now_ms,
             backoff: Backoff::new(config.retry_initial_ms, config.retry_max_ms),
+            urgent_pending: 0,
         }
     }
 
     /// Numbers, bounds and queues a record; returns how many old records were dropped for it.
-    pub fn push(&mut self, mut record: AccessRecord) -> u64 {
+    pub fn push(&mut self, record: AccessRecord) -> u64 {
+        self.push_with(record, false)
+    }
+
+    /// Like [`Shipper::push`]; an `urgent` record makes a batch due as soon as no call is in
+    /// flight (see [`is_urgent`]).
+    pub fn push_with(&mut self, mut record: AccessRecord, urgent: bool) -> u64 {
         record.sequence = self.next_sequence;
         self.next_sequence += 1;
         crate::record::bound_record(&mut record, self.max_record_bytes);
         let size = record.encoded_len();
         self.pending_bytes += size;
-        self.pending.push_back(Pending { record, size });
+        self.urgent_pending += usize::from(urgent);
+        self.pending.push_back(Pending {
+            record,
+            size,
+            urgent,
+        });
         self.enforce_bounds()
+    }
+
+    /// Whether an urgent record is waiting.
+    pub fn has_urgent(&self) -> bool {
+        self.urgent_pending > 0
     }
 
     /// Drops the oldest records until both bounds hold.
@@ -156,6 +199,7 @@ impl Shipper {
                 break;
             };
             self.pending_bytes -= old.size;
+            self.urgent_pending -= usize::from(old.urgent);
             dropped += 1;
         }
         self.dropped_total += dropped;
@@ -173,12 +217,14 @@ impl Shipper {
         }
         let full = self.pending.len() >= self.config.max_records;
         let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
-        if !full && !due {
+        let urgent = self.urgent_pending > 0 && self.in_flight.is_empty();
+        if !full && !due && !urgent {
             return None;
         }
         let n = self.pending.len().min(self.config.max_records);
         let records: Vec<Pending> = self.pending.drain(..n).collect();
         self.pending_bytes -= records.iter().map(|p| p.size).sum::<usize>();
+        self.urgent_pending -= records.iter().filter(|p| p.urgent).count();
         self.last_flush_ms = now_ms;
         Some(Batch { records })
     }
@@ -209,6 +255,7 @@ impl Shipper {
         let failed = batch.len() as u64;
         for p in batch.records.into_iter().rev() {
             self.pending_bytes += p.size;
+            self.urgent_pending += usize::from(p.urgent);
             self.pending.push_front(p);
         }
         Outcome {
@@ -259,7 +306,81 @@ mod tests {
             max_in_flight: 2,
             retry_initial_ms: 100,
             retry_max_ms: 400,
+            urgent_statuses: vec![401, 403],
         }
+    }
+
+    fn with_status(status: u32) -> AccessRecord {
+        AccessRecord {
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn auth_failures_are_urgent_but_warden_blocks_and_successes_are_not() {
+        let c = cfg();
+        assert!(is_urgent(&c, &with_status(401)));
+        assert!(is_urgent(&c, &with_status(403)));
+        assert!(!is_urgent(&c, &with_status(200)));
+        assert!(!is_urgent(&c, &with_status(404)));
+        let mut blocked = with_status(403);
+        blocked.decision = Some(warden_proto::pb::AuthDecision {
+            verdict: Verdict::Deny as i32,
+            mechanism: Mechanism::WardenDenyList as i32,
+            deny_kind: DenyKind::Blocked as i32,
+            ..Default::default()
+        });
+        assert!(!is_urgent(&c, &blocked), "the client is already stopped");
+        let mut rbac_denied = with_status(418);
+        rbac_denied.decision = Some(warden_proto::pb::AuthDecision {
+            verdict: Verdict::Deny as i32,
+            mechanism: Mechanism::Rbac as i32,
+            ..Default::default()
+        });
+        assert!(is_urgent(&c, &rbac_denied));
+    }
+
+    #[test]
+    fn an_urgent_record_is_due_at_once_but_only_when_nothing_is_in_flight() {
+        let mut s = Shipper::new(&cfg(), 16384, 0);
+        s.push(record("/ok"));
+        assert!(s.next_batch(1).is_none());
+        s.push_with(with_status(401), true);
+        let first = s.next_batch(1).expect("urgent batch due at once");
+        assert_eq!(seqs(&first), vec![1, 2], "earlier records ride along");
+        assert!(!s.has_urgent());
+        s.dispatched(7, first);
+        s.push_with(with_status(401), true);
+        assert!(
+            s.next_batch(2).is_none(),
+            "one call at a time for urgent records"
+        );
+        assert!(s.has_urgent());
+        assert_eq!(s.completed(7, true, 3).sent, 2);
+        assert_eq!(seqs(&s.next_batch(3).unwrap()), vec![3]);
+    }
+
+    #[test]
+    fn a_failed_urgent_batch_stays_urgent_and_waits_for_the_backoff() {
+        let mut s = Shipper::new(&cfg(), 16384, 0);
+        s.push_with(with_status(403), true);
+        let b = s.next_batch(0).unwrap();
+        s.dispatched(1, b);
+        s.completed(1, false, 10);
+        assert!(s.has_urgent());
+        assert!(s.next_batch(50).is_none(), "backoff first");
+        assert_eq!(seqs(&s.next_batch(110).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn dropping_an_urgent_record_forgets_its_urgency() {
+        let mut s = Shipper::new(&cfg(), 16384, 0);
+        s.push_with(with_status(401), true);
+        for i in 0..5 {
+            s.push(record(&format!("/{i}")));
+        }
+        assert!(!s.has_urgent());
     }
 
     fn seqs(b: &Batch) -> Vec<u64> {

@@ -90,6 +90,9 @@ pub struct BatchConfig {
     pub retry_initial_ms: u64,
     /// Retry delay cap.
     pub retry_max_ms: u64,
+    /// Statuses whose records are shipped at once instead of waiting for the flush interval
+    /// (records denied by an auth mechanism always are), so that rules see brute forces fast.
+    pub urgent_statuses: Vec<u32>,
 }
 
 impl Default for BatchConfig {
@@ -102,6 +105,7 @@ impl Default for BatchConfig {
             max_in_flight: 4,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,
+            urgent_statuses: vec![401, 403],
         }
     }
 }
@@ -287,6 +291,14 @@ impl Config {
             b.retry_initial_ms,
             3_600_000,
         )?;
+        for status in &b.urgent_statuses {
+            if !(100..=599).contains(status) {
+                return Err(invalid(
+                    "batch.urgent_statuses",
+                    format!("{status} is not an HTTP status"),
+                ));
+            }
+        }
         let r = &mut self.record;
         range("record.max_header_bytes", r.max_header_bytes, 16, 64 * 1024)?;
         range(

@@ -232,3 +232,60 @@ pub fn grpc_upstream(cluster: &str, authority: &str) -> String {
     });
     String::from_utf8(bytes).unwrap_or_else(|_| cluster.to_string())
 }
+
+/// Wakes this VM's root context from an HTTP context without waiting for the next tick.
+///
+/// Each VM registers a shared queue of its own; Envoy delivers `on_queue_ready` for it to the
+/// registering root context, on the same thread, right after the current callback. One token
+/// in the queue is enough, so further wakes are skipped until the root context drains it.
+#[derive(Debug, Default)]
+pub struct Wake {
+    queue: Option<u32>,
+    pending: bool,
+}
+
+impl Wake {
+    /// Registers the queue `name` (unique per VM); without it, wakes do nothing and the tick
+    /// alone ships records.
+    pub fn register(name: &str) -> Self {
+        let queue = match hostcalls::register_shared_queue(name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "cannot register queue {name}: {e:?}; urgent records wait for the tick"
+                    ),
+                );
+                None
+            }
+        };
+        Self {
+            queue,
+            pending: false,
+        }
+    }
+
+    /// Whether `queue_id` is this VM's wake queue.
+    pub fn is(&self, queue_id: u32) -> bool {
+        self.queue == Some(queue_id)
+    }
+
+    /// Asks for `on_queue_ready` on the root context.
+    pub fn wake(&mut self) {
+        if self.pending {
+            return;
+        }
+        if let Some(queue) = self.queue {
+            self.pending = hostcalls::enqueue_shared_queue(queue, Some(b"w")).is_ok();
+        }
+    }
+
+    /// Empties the queue, so the next `wake` enqueues again.
+    pub fn drain(&mut self) {
+        self.pending = false;
+        if let Some(queue) = self.queue {
+            while let Ok(Some(_)) = hostcalls::dequeue_shared_queue(queue) {}
+        }
+    }
+}

@@ -10,6 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, LogLevel};
 use warden_proto::pb::{AuthDecision, DenyKind, Mechanism, Verdict};
 
+use crate::batch;
 use crate::config::Config;
 use crate::denylist::{self, Match};
 use crate::host::{self, Counter};
@@ -219,9 +220,13 @@ impl HttpContext for WardenHttp {
         // not an identity, and recording it would attribute the attempt to its victim.
         let principal = principal.filter(|_| decision.deny_kind != DenyKind::Authentication as i32);
         let rec = record::build(&facts, &config.record, principal, Some(decision));
+        let urgent = batch::is_urgent(&config.batch, &rec);
         let mut state = state.borrow_mut();
-        let dropped = state.shipper.push(rec);
+        let dropped = state.shipper.push_with(rec, urgent);
         state.metrics.add(Counter::RecordsDropped, dropped);
+        if urgent {
+            state.wake.wake();
+        }
     }
 }
 

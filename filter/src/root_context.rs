@@ -17,7 +17,7 @@ use warden_proto::pb::{
 use crate::batch::{Backoff, Outcome, Shipper};
 use crate::config::Config;
 use crate::denylist::DenyList;
-use crate::host::{self, Counter, Gauge, Metrics};
+use crate::host::{self, Counter, Gauge, Metrics, Wake};
 use crate::http_context::WardenHttp;
 
 /// Tick period: fine enough that a full batch leaves within 50 ms and the flush interval is kept
@@ -37,6 +37,8 @@ pub struct State {
     pub denylist: DenyList,
     /// Metric ids.
     pub metrics: Metrics,
+    /// Wakes the root context when an urgent record is queued.
+    pub wake: Wake,
 }
 
 /// The Subscribe stream's connection state.
@@ -207,8 +209,15 @@ impl Context for WardenRoot {
                 ),
             );
         }
-        let outcome = state.shipper.completed(token_id, ok, host::now_ms());
+        let now = host::now_ms();
+        let outcome = state.shipper.completed(token_id, ok, now);
         Self::record_outcome(&state.metrics, outcome);
+        // Urgent records that gathered while this call was in flight leave now.
+        if state.shipper.has_urgent() {
+            if let Some(config) = self.config.clone() {
+                self.flush(&config, &mut state, now);
+            }
+        }
     }
 
     fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
@@ -324,6 +333,7 @@ impl RootContext for WardenRoot {
                     shipper: Shipper::new(&config.batch, config.record.max_record_bytes, now),
                     denylist: DenyList::new(),
                     metrics: Metrics::define(),
+                    wake: Wake::register(&format!("warden.wake.{}", self.identity.instance_id)),
                 })));
             }
         }
@@ -369,6 +379,18 @@ impl RootContext for WardenRoot {
                 }
             }
         }
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        let (Some(config), Some(state)) = (self.config.clone(), self.state.clone()) else {
+            return;
+        };
+        let mut state = state.borrow_mut();
+        if !state.wake.is(queue_id) {
+            return;
+        }
+        state.wake.drain();
+        self.flush(&config, &mut state, host::now_ms());
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

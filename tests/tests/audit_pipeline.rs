@@ -7,11 +7,19 @@ use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, Stack, eventually};
 fn unique_path(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn encode(value: &str) -> String {
-    value.replace('%', "%25").replace('/', "%2F").replace(' ', "%20").replace('&', "%26")
+    value
+        .replace('%', "%25")
+        .replace('/', "%2F")
+        .replace(' ', "%20")
+        .replace('&', "%26")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,16 +27,27 @@ async fn records_for_upstream_direct_and_no_route_responses_arrive_with_their_fi
     let stack = Stack::start().await;
     let client = Client::from("127.0.0.1");
 
-    let ok = client.get(&stack.envoy.url("/anything/ok?user=alice&token=s3cret")).await;
+    let ok = client
+        .get(&stack.envoy.url("/anything/ok?user=alice&token=s3cret"))
+        .await;
     assert_eq!(ok.status, 200);
-    assert_eq!(client.get(&stack.envoy.url("/status/404")).await.status, 404);
-    assert_eq!(client.get(&stack.envoy.url("/status/500")).await.status, 500);
+    assert_eq!(
+        client.get(&stack.envoy.url("/status/404")).await.status,
+        404
+    );
+    assert_eq!(
+        client.get(&stack.envoy.url("/status/500")).await.status,
+        500
+    );
     assert_eq!(client.get(&stack.envoy.url("/direct")).await.status, 200);
     let no_route = client
         .get_with(&stack.envoy.url("/nowhere"), &[("host", "no-route.test")])
         .await;
     assert_eq!(no_route.status, 404);
-    assert_eq!(client.get(&stack.envoy.url("/unreachable")).await.status, 503);
+    assert_eq!(
+        client.get(&stack.envoy.url("/unreachable")).await.status,
+        503
+    );
 
     let records = stack.wait_for_records("since=5m", 6).await;
     let by_path = |path: &str| -> &Value {
@@ -55,7 +74,10 @@ async fn records_for_upstream_direct_and_no_route_responses_arrive_with_their_fi
     assert!(ok["sequence"].as_u64().unwrap() >= 1);
     assert_eq!(ok["filter_node"], stack.envoy.options.node_id);
     let path = ok["path"].as_str().unwrap();
-    assert!(!path.contains("s3cret"), "query value leaked into the path: {path}");
+    assert!(
+        !path.contains("s3cret"),
+        "query value leaked into the path: {path}"
+    );
 
     assert_eq!(by_path("/status/404")["status"], 404);
     assert_eq!(by_path("/status/500")["status"], 500);
@@ -75,7 +97,10 @@ async fn records_for_upstream_direct_and_no_route_responses_arrive_with_their_fi
     assert_eq!(unreachable["status"], 503);
     assert_eq!(unreachable["upstream_cluster"], "unreachable");
     assert!(
-        unreachable["response_flags"].as_str().unwrap().contains("UF"),
+        unreachable["response_flags"]
+            .as_str()
+            .unwrap()
+            .contains("UF"),
         "{unreachable}"
     );
 }
@@ -86,12 +111,19 @@ async fn each_client_address_is_attributed_to_its_own_requests() {
     for (source, count) in [("127.0.0.2", 1), ("127.0.0.3", 2), ("127.0.0.4", 3)] {
         let client = Client::from(source);
         for _ in 0..count {
-            assert_eq!(client.get(&stack.envoy.url("/anything/who")).await.status, 200);
+            assert_eq!(
+                client.get(&stack.envoy.url("/anything/who")).await.status,
+                200
+            );
         }
     }
     stack.wait_for_records("since=5m", 6).await;
     for (source, count) in [("127.0.0.2", 1), ("127.0.0.3", 2), ("127.0.0.4", 3)] {
-        let records = stack.collector.records(&format!("ip={source}")).await.unwrap();
+        let records = stack
+            .collector
+            .records(&format!("ip={source}"))
+            .await
+            .unwrap();
         assert_eq!(records.len(), count, "records from {source}: {records:#?}");
         assert!(records.iter().all(|r| r["client_address"] == source));
     }
@@ -102,18 +134,33 @@ async fn a_forged_x_forwarded_for_does_not_change_the_recorded_client_address() 
     let stack = Stack::start().await;
     let client = Client::from("127.0.0.7");
     let response = client
-        .get_with(&stack.envoy.url("/anything/forged"), &[("x-forwarded-for", "6.6.6.6")])
+        .get_with(
+            &stack.envoy.url("/anything/forged"),
+            &[("x-forwarded-for", "6.6.6.6")],
+        )
         .await;
     assert_eq!(response.status, 200);
 
-    let records = stack.wait_for_records("path_prefix=%2Fanything%2Fforged", 1).await;
+    let records = stack
+        .wait_for_records("path_prefix=%2Fanything%2Fforged", 1)
+        .await;
     assert_eq!(records[0]["client_address"], "127.0.0.7");
     assert!(
-        records[0]["x_forwarded_for"].as_str().unwrap().contains("6.6.6.6"),
+        records[0]["x_forwarded_for"]
+            .as_str()
+            .unwrap()
+            .contains("6.6.6.6"),
         "the raw header is kept as its own field: {}",
         records[0]
     );
-    assert!(stack.collector.records("ip=6.6.6.6").await.unwrap().is_empty());
+    assert!(
+        stack
+            .collector
+            .records("ip=6.6.6.6")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +169,9 @@ async fn credentials_and_cookies_are_never_recorded() {
     let client = Client::from("127.0.0.8");
     let response = client
         .get_with(
-            &stack.envoy.url("/anything/secret?access_token=tok-in-query-123"),
+            &stack
+                .envoy
+                .url("/anything/secret?access_token=tok-in-query-123"),
             &[
                 ("authorization", "Bearer tok-in-header-456"),
                 ("cookie", "session=cookie-value-789"),
@@ -133,9 +182,15 @@ async fn credentials_and_cookies_are_never_recorded() {
     let records = stack.wait_for_records("ip=127.0.0.8", 1).await;
     let text = records[0].to_string();
     for secret in ["tok-in-query-123", "tok-in-header-456", "cookie-value-789"] {
-        assert!(!text.contains(secret), "{secret} reached the record: {text}");
+        assert!(
+            !text.contains(secret),
+            "{secret} reached the record: {text}"
+        );
     }
-    scan_database_for(&stack.collector, &["tok-in-query-123", "tok-in-header-456", "cookie-value-789"]);
+    scan_database_for(
+        &stack.collector,
+        &["tok-in-query-123", "tok-in-header-456", "cookie-value-789"],
+    );
 }
 
 /// Asserts that none of `secrets` occurs in any file of the collector's data directory.
@@ -164,8 +219,13 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     let a = Client::from("127.0.0.21");
     let b = Client::from("127.0.0.22");
     // a: GET 200 on host alpha, b: GET 404 on host beta, b: POST 200 on host alpha
-    a.get_with(&stack.envoy.url(&format!("{marker}/one")), &[("host", "alpha.test")]).await;
-    b.get_with(&stack.envoy.url("/status/404"), &[("host", "beta.test")]).await;
+    a.get_with(
+        &stack.envoy.url(&format!("{marker}/one")),
+        &[("host", "alpha.test")],
+    )
+    .await;
+    b.get_with(&stack.envoy.url("/status/404"), &[("host", "beta.test")])
+        .await;
     let post = b
         .send(
             b.inner()
@@ -196,11 +256,20 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     assert_eq!(count("method=GET".into()).await, 2);
     assert_eq!(count("since=5m&limit=2".into()).await, 2);
     assert_eq!(count("until=2000-01-01T00:00:00Z".into()).await, 0);
-    assert_eq!(count("host=alpha.test&method=GET&ip=127.0.0.21".into()).await, 1);
+    assert_eq!(
+        count("host=alpha.test&method=GET&ip=127.0.0.21".into()).await,
+        1
+    );
 
     // The CLI answers the same questions.
-    let output = stack.collector.cli(&["query", "--since", "5m", "--host", "alpha.test", "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = stack
+        .collector
+        .cli(&["query", "--since", "5m", "--host", "alpha.test", "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<Value> = String::from_utf8(output.stdout)
         .unwrap()
         .lines()
@@ -212,7 +281,10 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     let table = stack.collector.cli(&["query", "--status", "4xx"]);
     assert!(table.status.success());
     let table = String::from_utf8(table.stdout).unwrap();
-    assert!(table.contains("127.0.0.22") && table.contains("404"), "{table}");
+    assert!(
+        table.contains("127.0.0.22") && table.contains("404"),
+        "{table}"
+    );
 
     // A bad filter is refused with a message naming it, over HTTP and on the CLI.
     let error = stack.collector.records("status=4yy").await.unwrap_err();
@@ -226,13 +298,24 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
 async fn with_the_collector_down_requests_succeed_and_buffered_records_arrive_after_restart() {
     let mut stack = Stack::start().await;
     let client = Client::from("127.0.0.31");
-    assert_eq!(client.get(&stack.envoy.url("/anything/before")).await.status, 200);
+    assert_eq!(
+        client
+            .get(&stack.envoy.url("/anything/before"))
+            .await
+            .status,
+        200
+    );
     stack.wait_for_records("ip=127.0.0.31", 1).await;
 
     stack.collector.kill();
     for i in 0..20 {
-        let response = client.get(&stack.envoy.url(&format!("/anything/while-down/{i}"))).await;
-        assert_eq!(response.status, 200, "request {i} failed while the collector was down");
+        let response = client
+            .get(&stack.envoy.url(&format!("/anything/while-down/{i}")))
+            .await;
+        assert_eq!(
+            response.status, 200,
+            "request {i} failed while the collector was down"
+        );
     }
     // The filter notices: its failed-batch counter moves while nothing can be delivered.
     eventually("a failed batch to be counted", || async {
@@ -248,7 +331,10 @@ async fn with_the_collector_down_requests_succeed_and_buffered_records_arrive_af
     for i in 0..20 {
         let path = format!("/anything/while-down/{i}");
         assert_eq!(
-            records.iter().filter(|r| r["path"] == path.as_str()).count(),
+            records
+                .iter()
+                .filter(|r| r["path"] == path.as_str())
+                .count(),
             1,
             "{path} must be stored exactly once"
         );
@@ -258,14 +344,19 @@ async fn with_the_collector_down_requests_succeed_and_buffered_records_arrive_af
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_filter_configuration_is_refused_at_load_naming_the_field() {
     let collector = Collector::start().await;
-    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let mut options = EnvoyOptions::new(collector.grpc, upstream);
     options.filter_config = json!({ "batch": { "max_records": 0 } });
     let failure = match Envoy::try_start(options).await {
         Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
         Err(failure) => failure,
     };
-    assert!(failure.contains("batch.max_records"), "the log must name the field:\n{failure}");
+    assert!(
+        failure.contains("batch.max_records"),
+        "the log must name the field:\n{failure}"
+    );
 
     let mut options = EnvoyOptions::new(collector.grpc, upstream);
     options.filter_config = json!({ "batch": { "max_recrods": 10 } });
@@ -273,7 +364,10 @@ async fn an_invalid_filter_configuration_is_refused_at_load_naming_the_field() {
         Ok(_) => panic!("Envoy accepted an unknown filter configuration field"),
         Err(failure) => failure,
     };
-    assert!(failure.contains("max_recrods"), "the log must name the field:\n{failure}");
+    assert!(
+        failure.contains("max_recrods"),
+        "the log must name the field:\n{failure}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,4 +386,56 @@ async fn filter_metrics_count_sent_records() {
     })
     .await;
     assert_eq!(stack.envoy.stat("warden.records_dropped").await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_are_shipped_without_waiting_for_the_flush_interval() {
+    // A flush interval far longer than the test's patience: only urgency can ship the 401.
+    let stack = Stack::start_with(|options| {
+        options.filter_config = json!({ "batch": { "flush_interval_ms": 600_000 } });
+    })
+    .await;
+    let client = Client::from("127.0.0.42");
+    assert_eq!(
+        client.get(&stack.envoy.url("/anything/quiet")).await.status,
+        200
+    );
+    let refused = client
+        .get_with(
+            &stack.envoy.url("/login"),
+            &[("authorization", "Basic ZGVtbzp3cm9uZw==")],
+        )
+        .await;
+    assert_eq!(refused.status, 401);
+
+    // The 401 and the 200 queued before it leave together, at once.
+    let records = stack.wait_for_records("ip=127.0.0.42", 2).await;
+    let login = records
+        .iter()
+        .find(|r| r["path"] == "/login")
+        .expect("the 401 record");
+    assert_eq!(login["status"], 401);
+    assert_eq!(login["decision"], "deny");
+    assert_eq!(login["mechanism"], "upstream");
+    assert_eq!(login["deny_kind"], "authentication");
+    assert!(
+        login["principal"].is_null(),
+        "a refused user name is not a principal: {login}"
+    );
+
+    // A plain 200 on its own waits for the interval (or a full batch).
+    assert_eq!(
+        client.get(&stack.envoy.url("/anything/later")).await.status,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        stack
+            .collector
+            .records("ip=127.0.0.42")
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
