@@ -213,10 +213,8 @@ impl Context for WardenRoot {
         let outcome = state.shipper.completed(token_id, ok, now);
         Self::record_outcome(&state.metrics, outcome);
         // Urgent records that gathered while this call was in flight leave now.
-        if state.shipper.has_urgent() {
-            if let Some(config) = self.config.clone() {
-                self.flush(&config, &mut state, now);
-            }
+        if let Some(config) = self.config.clone().filter(|_| state.shipper.has_urgent()) {
+            self.flush(&config, &mut state, now);
         }
     }
 

@@ -58,7 +58,11 @@ impl Client {
     }
 
     /// GETs `url` with extra request headers, returning transport errors.
-    pub async fn try_get_with(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
+    pub async fn try_get_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response, String> {
         let mut request = self.inner.get(url);
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -73,10 +77,19 @@ impl Client {
         let headers = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = response.text().await.map_err(|e| e.to_string())?;
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// The underlying client, for methods other than GET.

@@ -91,7 +91,10 @@ impl Collector {
             .arg(self.data_dir())
             .arg("--ready-file")
             .arg(self.ready_path())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
@@ -101,23 +104,31 @@ impl Collector {
         self.wait_ready().await;
     }
 
+    /// The gRPC and HTTP addresses from the ready file, once the collector has written it.
+    fn read_ready_file(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let text = std::fs::read_to_string(self.ready_path()).ok()?;
+        let ready: Value = serde_json::from_str(&text).ok()?;
+        let addr = |key: &str| -> Option<SocketAddr> { ready[key].as_str()?.parse().ok() };
+        Some((addr("grpc")?, addr("http")?))
+    }
+
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + crate::eventually::patience();
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.ready_path()) {
-                if let Ok(ready) = serde_json::from_str::<Value>(&text) {
-                    let addr = |key: &str| -> Option<SocketAddr> { ready[key].as_str()?.parse().ok() };
-                    if let (Some(grpc), Some(http)) = (addr("grpc"), addr("http")) {
-                        self.grpc = grpc;
-                        self.http = http;
-                        return;
-                    }
-                }
+            if let Some((grpc, http)) = self.read_ready_file() {
+                self.grpc = grpc;
+                self.http = http;
+                return;
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("warden serve exited with {status} before it was ready:\n{}", self.log());
-                }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "warden serve exited with {status} before it was ready:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -217,7 +228,10 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
 pub(crate) fn print_log_if_panicking(what: &str, log: &Path) {
     if std::thread::panicking() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        eprintln!("===== {what} log ({}) =====\n{text}\n===== end of {what} log =====", log.display());
+        eprintln!(
+            "===== {what} log ({}) =====\n{text}\n===== end of {what} log =====",
+            log.display()
+        );
     }
 }
 

@@ -53,7 +53,11 @@ impl EnvoyOptions {
 
 fn next_node_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(1);
-    format!("e2e-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "e2e-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A running Envoy; killed on drop (after asking it to quit).
@@ -92,11 +96,19 @@ impl Envoy {
             ("ADMIN_PORT", "0".into()),
             ("LISTENER_PORT", "0".into()),
             ("UPSTREAM_PORT", options.upstream.port().to_string()),
-            ("COLLECTOR_GRPC_PORT", options.collector_grpc.port().to_string()),
+            (
+                "COLLECTOR_GRPC_PORT",
+                options.collector_grpc.port().to_string(),
+            ),
             ("WASM_PATH", wasm.display().to_string()),
             ("FILTER_CONFIG", options.filter_config.to_string()),
         ];
-        values.extend(options.extra.iter().map(|(name, value)| (name.as_str(), value.clone())));
+        values.extend(
+            options
+                .extra
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.clone())),
+        );
         let bootstrap = render(&template, &values);
         let config_path = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
@@ -141,10 +153,12 @@ impl Envoy {
         let deadline = Instant::now() + crate::eventually::patience();
         let admin_path = self.dir.path().join("admin-address");
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!("envoy exited with {status}"));
-                }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!("envoy exited with {status}"));
             }
             if Instant::now() >= deadline {
                 return Err("envoy did not become ready in time".into());
@@ -201,7 +215,11 @@ impl Envoy {
         let (_, body) = self.admin_get("/stats").await.ok()?;
         body.lines().find_map(|line| {
             let (name, value) = line.split_once(": ")?;
-            if name.ends_with(suffix) { value.trim().parse().ok() } else { None }
+            if name.ends_with(suffix) {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
         })
     }
 
@@ -248,7 +266,9 @@ impl Drop for Envoy {
 
 /// Replaces each `${NAME}` in `template`.
 pub fn render(template: &str, values: &[(&str, String)]) -> String {
-    values.iter().fold(template.to_string(), |text, (name, value)| {
-        text.replace(&format!("${{{name}}}"), value)
-    })
+    values
+        .iter()
+        .fold(template.to_string(), |text, (name, value)| {
+            text.replace(&format!("${{{name}}}"), value)
+        })
 }

@@ -29,7 +29,11 @@ impl Stack {
         let mut options = EnvoyOptions::new(collector.grpc, upstream);
         configure(&mut options);
         let envoy = Envoy::start(options).await;
-        Stack { collector, envoy, upstream }
+        Stack {
+            collector,
+            envoy,
+            upstream,
+        }
     }
 
     /// Waits until the records matching `query` number exactly `count`, and returns them.

@@ -19,7 +19,12 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 /// Header names the echo never reflects back, so that secrets never leave the request.
-const SECRET_HEADERS: [&str; 4] = ["authorization", "cookie", "proxy-authorization", "x-api-key"];
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+];
 
 /// `Authorization` value of the demo's only valid credentials, `demo:demo`.
 const DEMO_BASIC_CREDENTIALS: &str = "Basic ZGVtbzpkZW1v";
@@ -55,7 +60,11 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 async fn status(Path(code): Path<u16>) -> Response {
     match StatusCode::from_u16(code) {
         Ok(status) => (status, format!("status {code}\n")).into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, format!("{code} is not an HTTP status\n")).into_response(),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            format!("{code} is not an HTTP status\n"),
+        )
+            .into_response(),
     }
 }
 

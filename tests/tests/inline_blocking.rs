@@ -44,18 +44,36 @@ async fn a_banned_address_gets_403_while_others_pass_and_the_block_is_recorded()
     let stack = Stack::start().await;
     wait_for_status(&stack.envoy, "127.0.0.5", "/anything", 200).await;
 
-    warden(&stack.collector, &["ban", "127.0.0.5", "--reason", "abuse report 42"]);
+    warden(
+        &stack.collector,
+        &["ban", "127.0.0.5", "--reason", "abuse report 42"],
+    );
     wait_for_status(&stack.envoy, "127.0.0.5", "/anything/blocked", 403).await;
-    assert_eq!(Client::from("127.0.0.6").get(&stack.envoy.url("/anything")).await.status, 200);
+    assert_eq!(
+        Client::from("127.0.0.6")
+            .get(&stack.envoy.url("/anything"))
+            .await
+            .status,
+        200
+    );
 
     let records = stack
-        .wait_for_records("ip=127.0.0.5&path_prefix=%2Fanything%2Fblocked&status=403", 1)
+        .wait_for_records(
+            "ip=127.0.0.5&path_prefix=%2Fanything%2Fblocked&status=403",
+            1,
+        )
         .await;
     let blocked = &records[0];
     assert_eq!(blocked["decision"], "deny");
     assert_eq!(blocked["mechanism"], "warden_deny_list");
     assert_eq!(blocked["deny_kind"], "blocked");
-    assert!(blocked["reason"].as_str().unwrap().contains("abuse report 42"), "{blocked}");
+    assert!(
+        blocked["reason"]
+            .as_str()
+            .unwrap()
+            .contains("abuse report 42"),
+        "{blocked}"
+    );
     assert_eq!(blocked["policy"], "manual");
     // The upstream never saw it.
     assert_eq!(blocked["upstream_host"].as_str().unwrap_or(""), "");
@@ -64,15 +82,30 @@ async fn a_banned_address_gets_403_while_others_pass_and_the_block_is_recorded()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cidr_ban_blocks_the_range_and_unban_lifts_it() {
     let stack = Stack::start().await;
-    warden(&stack.collector, &["ban", "127.0.1.0/24", "--reason", "bad range"]);
+    warden(
+        &stack.collector,
+        &["ban", "127.0.1.0/24", "--reason", "bad range"],
+    );
     wait_for_status(&stack.envoy, "127.0.1.9", "/anything", 403).await;
-    assert_eq!(Client::from("127.0.2.9").get(&stack.envoy.url("/anything")).await.status, 200);
+    assert_eq!(
+        Client::from("127.0.2.9")
+            .get(&stack.envoy.url("/anything"))
+            .await
+            .status,
+        200
+    );
 
-    warden(&stack.collector, &["unban", "127.0.1.0/24", "--reason", "false positive"]);
+    warden(
+        &stack.collector,
+        &["unban", "127.0.1.0/24", "--reason", "false positive"],
+    );
     wait_for_status(&stack.envoy, "127.0.1.9", "/anything", 200).await;
 
     let audit = warden(&stack.collector, &["audit", "--json"]);
-    assert!(audit.contains("127.0.1.0/24") && audit.contains("false positive"), "{audit}");
+    assert!(
+        audit.contains("127.0.1.0/24") && audit.contains("false positive"),
+        "{audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,21 +115,37 @@ async fn a_ban_with_a_ttl_expires() {
     wait_for_status(&stack.envoy, "127.0.0.11", "/anything", 403).await;
     wait_for_status(&stack.envoy, "127.0.0.11", "/anything", 200).await;
     let decisions = warden(&stack.collector, &["decisions", "--json"]);
-    assert!(!decisions.contains("127.0.0.11"), "expired decision still listed: {decisions}");
+    assert!(
+        !decisions.contains("127.0.0.11"),
+        "expired decision still listed: {decisions}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allowlist_overrides_bans() {
     let stack = Stack::start().await;
-    warden(&stack.collector, &["allow", "add", "127.0.3.7", "--reason", "health checker"]);
+    warden(
+        &stack.collector,
+        &["allow", "add", "127.0.3.7", "--reason", "health checker"],
+    );
     warden(&stack.collector, &["ban", "127.0.3.0/24"]);
     wait_for_status(&stack.envoy, "127.0.3.8", "/anything", 403).await;
-    assert_eq!(Client::from("127.0.3.7").get(&stack.envoy.url("/anything")).await.status, 200);
+    assert_eq!(
+        Client::from("127.0.3.7")
+            .get(&stack.envoy.url("/anything"))
+            .await
+            .status,
+        200
+    );
 
     // A ban of an allowlisted address is refused, says why, and changes nothing.
     let refused = stack.collector.cli(&["ban", "127.0.3.7"]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("127.0.3.7"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("127.0.3.7"),
+        "{}",
+        stderr(&refused)
+    );
     let decisions = warden(&stack.collector, &["decisions", "--json"]);
     assert!(!decisions.contains("\"127.0.3.7"), "{decisions}");
 }
@@ -104,15 +153,23 @@ async fn the_allowlist_overrides_bans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttle_answers_429_with_retry_after() {
     let stack = Stack::start().await;
-    warden(&stack.collector, &["ban", "127.0.0.12", "--action", "throttle", "--ttl", "10m"]);
+    warden(
+        &stack.collector,
+        &["ban", "127.0.0.12", "--action", "throttle", "--ttl", "10m"],
+    );
     wait_for_status(&stack.envoy, "127.0.0.12", "/anything", 429).await;
-    let response = Client::from("127.0.0.12").get(&stack.envoy.url("/anything")).await;
+    let response = Client::from("127.0.0.12")
+        .get(&stack.envoy.url("/anything"))
+        .await;
     let retry_after: u64 = response
         .header("retry-after")
         .expect("Retry-After header")
         .parse()
         .expect("Retry-After in seconds");
-    assert!(retry_after > 0 && retry_after <= 600, "Retry-After {retry_after}");
+    assert!(
+        retry_after > 0 && retry_after <= 600,
+        "Retry-After {retry_after}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,13 +186,19 @@ async fn invalid_ban_input_is_refused_and_changes_nothing() {
         assert!(!stderr(&output).is_empty(), "warden {args:?} said nothing");
     }
     let decisions = warden(&collector, &["decisions", "--json"]);
-    assert!(decisions.trim().is_empty() || decisions.trim() == "[]", "{decisions}");
+    assert!(
+        decisions.trim().is_empty() || decisions.trim() == "[]",
+        "{decisions}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_survive_a_collector_restart_and_reach_an_envoy_started_later() {
     let mut stack = Stack::start().await;
-    warden(&stack.collector, &["ban", "127.0.0.13", "--reason", "persisted"]);
+    warden(
+        &stack.collector,
+        &["ban", "127.0.0.13", "--reason", "persisted"],
+    );
     wait_for_status(&stack.envoy, "127.0.0.13", "/anything", 403).await;
 
     stack.collector.restart().await;
@@ -147,7 +210,13 @@ async fn decisions_survive_a_collector_restart_and_reach_an_envoy_started_later(
     options.concurrency = 1;
     let late = Envoy::start(options).await;
     wait_for_status(&late, "127.0.0.13", "/anything", 403).await;
-    assert_eq!(Client::from("127.0.0.14").get(&late.url("/anything")).await.status, 200);
+    assert_eq!(
+        Client::from("127.0.0.14")
+            .get(&late.url("/anything"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,8 +230,13 @@ async fn with_the_collector_down_received_decisions_are_enforced_and_still_expir
     stack.collector.kill();
     // The TTL ban lifts on time although nobody can tell the filter.
     wait_for_status(&stack.envoy, "127.0.0.16", "/anything", 200).await;
-    let still = Client::from("127.0.0.15").get(&stack.envoy.url("/anything")).await;
-    assert_eq!(still.status, 403, "a received decision must hold while the collector is down");
+    let still = Client::from("127.0.0.15")
+        .get(&stack.envoy.url("/anything"))
+        .await;
+    assert_eq!(
+        still.status, 403,
+        "a received decision must hold while the collector is down"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +245,11 @@ async fn every_worker_blocks_and_reports_the_applied_version() {
     // Wait until all three VMs (main thread + 2 workers) have subscribed.
     eventually("3 connected filters", || async {
         let filters = filters(&stack.collector).await;
-        if filters.len() >= 3 { Ok(()) } else { Err(format!("{filters:?}")) }
+        if filters.len() >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{filters:?}"))
+        }
     })
     .await;
 
@@ -180,14 +258,22 @@ async fn every_worker_blocks_and_reports_the_applied_version() {
     // Every request on a fresh connection: the kernel spreads them over both workers.
     for i in 0..40 {
         let client = Client::from("127.0.0.17");
-        let response = client.get(&stack.envoy.url(&format!("/anything/{i}"))).await;
+        let response = client
+            .get(&stack.envoy.url(&format!("/anything/{i}")))
+            .await;
         assert_eq!(response.status, 403, "request {i} passed");
     }
     // Each VM acknowledged the version that contains the ban.
     eventually("every filter to ack the latest version", || async {
         let filters = filters(&stack.collector).await;
-        let acked: Vec<u64> = filters.iter().map(|f| f["version_acked"].as_u64().unwrap_or(0)).collect();
-        let sent: Vec<u64> = filters.iter().map(|f| f["version_sent"].as_u64().unwrap_or(0)).collect();
+        let acked: Vec<u64> = filters
+            .iter()
+            .map(|f| f["version_acked"].as_u64().unwrap_or(0))
+            .collect();
+        let sent: Vec<u64> = filters
+            .iter()
+            .map(|f| f["version_sent"].as_u64().unwrap_or(0))
+            .collect();
         if !acked.is_empty() && acked.iter().all(|a| *a >= 1) && acked == sent {
             Ok(())
         } else {

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use warden_e2e::{Client, Collector, Envoy, EnvoyOptions};
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -37,7 +40,12 @@ fn http() -> Result<reqwest::Client> {
 }
 
 async fn post_json(url: &str, body: &Value) -> Result<Value> {
-    let response = http()?.post(url).json(body).send().await.with_context(|| format!("POST {url}"))?;
+    let response = http()?
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {url}"))?;
     let status = response.status();
     let text = response.text().await?;
     if !status.is_success() {
@@ -72,7 +80,9 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
                 }
             }
         });
-        ready_rx.await.context("sender stopped before its first response")?;
+        ready_rx
+            .await
+            .context("sender stopped before its first response")?;
         post_json(
             &format!("{}/api/v1/decisions", collector.base_url()),
             &json!({ "target": source, "reason": "propagation benchmark", "actor": "bench" }),
@@ -105,11 +115,16 @@ fn ms(duration: Duration) -> f64 {
 async fn wait_all_acked(collector: &Collector, count: usize) -> Result<Duration> {
     let started = Instant::now();
     loop {
-        let body = collector.get_json(&format!("{}/api/v1/filters", collector.base_url())).await;
+        let body = collector
+            .get_json(&format!("{}/api/v1/filters", collector.base_url()))
+            .await;
         if let Ok(body) = body {
             let version = body["version"].as_u64();
             let filters = body["filters"].as_array().cloned().unwrap_or_default();
-            let acked = filters.iter().filter(|f| f["version_acked"].as_u64() == version).count();
+            let acked = filters
+                .iter()
+                .filter(|f| f["version_acked"].as_u64() == version)
+                .count();
             if filters.len() >= count && acked == filters.len() {
                 return Ok(started.elapsed());
             }
@@ -132,7 +147,11 @@ fn generate_targets(entries: usize) -> Vec<String> {
         targets.push(ip.to_string());
     }
     for i in 0..v6 as u64 {
-        targets.push(format!("2001:db8:{:x}:{:x}::/64", (i >> 16) & 0xffff, i & 0xffff));
+        targets.push(format!(
+            "2001:db8:{:x}:{:x}::/64",
+            (i >> 16) & 0xffff,
+            i & 0xffff
+        ));
     }
     for i in 0..cidrs as u32 {
         let ip = std::net::Ipv4Addr::from(0x6440_0000u32 + (i << 8));
