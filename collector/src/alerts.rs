@@ -1,0 +1,195 @@
+//! Alert delivery: rule decisions announced to generic JSON webhooks and to Alertmanager.
+//!
+//! Delivery runs in its own task fed by a bounded queue, so a slow or dead receiver never slows
+//! ingestion or rule evaluation: when the queue is full the alert is dropped and counted
+//! (`warden_alerts_dropped_total`). Each destination is retried with exponential backoff up to
+//! `max_attempts`; a delivery that still fails is counted in `warden_alerts_failed_total`.
+
+use crate::config::AlertsConfig;
+use crate::metrics::Metrics;
+use crate::time::rfc3339;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use warden_rules::RuleDecision;
+
+/// Deliveries in flight at once (each may be waiting out a backoff).
+const MAX_IN_FLIGHT: usize = 16;
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One alert: a rule decision, what the collector did with it and, when a ban was made, its
+/// expiry.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The engine's decision.
+    pub decision: RuleDecision,
+    /// `banned`, `alert`, `dry_run`, `allowlisted`, `existing` or `error`.
+    pub outcome: &'static str,
+    /// Expiry of the ban made (wall clock), ms since the epoch.
+    pub ban_expires_at_ms: Option<i64>,
+    /// When the collector acted, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// Handle that queues alerts; cheap to clone. Without destinations it does nothing.
+#[derive(Clone)]
+pub struct Alerter {
+    tx: Option<mpsc::Sender<Alert>>,
+    on: Arc<[String]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Alerter {
+    /// An alerter that never sends (no destinations configured).
+    pub fn disabled(metrics: Arc<Metrics>) -> Alerter {
+        Alerter {
+            tx: None,
+            on: Arc::from(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// Starts the delivery task on the current runtime.
+    pub fn start(config: &AlertsConfig, metrics: Arc<Metrics>) -> Alerter {
+        if config.webhooks.is_empty() && config.alertmanager_url.is_none() {
+            return Alerter::disabled(metrics);
+        }
+        let (tx, rx) = mpsc::channel(config.queue);
+        tokio::spawn(deliver_loop(config.clone(), rx, Arc::clone(&metrics)));
+        Alerter {
+            tx: Some(tx),
+            on: Arc::from(config.on.clone()),
+            metrics,
+        }
+    }
+
+    /// Queues `alert` if its outcome is one that notifies; never waits.
+    pub fn notify(&self, alert: Alert) {
+        let Some(tx) = &self.tx else { return };
+        if !self.on.iter().any(|o| o == alert.outcome) {
+            return;
+        }
+        if tx.try_send(alert).is_err() {
+            self.metrics.alerts_dropped.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The generic webhook body: the rule decision plus `outcome` and the ban's expiry.
+pub fn webhook_body(alert: &Alert) -> Value {
+    let mut v = serde_json::to_value(&alert.decision).unwrap_or_else(|_| json!({}));
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("outcome".into(), json!(alert.outcome));
+        obj.insert(
+            "ban_expires_at".into(),
+            json!(alert.ban_expires_at_ms.map(rfc3339)),
+        );
+        obj.insert("time".into(), json!(rfc3339(alert.at_ms)));
+    }
+    v
+}
+
+/// The Alertmanager v2 body: an array with one alert. `endsAt` is the ban's expiry; without one
+/// (an `alert` action or a permanent ban) it is left out and Alertmanager's `resolve_timeout`
+/// applies.
+pub fn alertmanager_body(alert: &Alert) -> Value {
+    let d = &alert.decision;
+    let severity = match (alert.outcome, d.action) {
+        ("banned", warden_rules::Action::Deny) => "critical",
+        ("banned", _) => "warning",
+        _ => "info",
+    };
+    let mut a = json!({
+        "labels": {
+            "alertname": "WardenDecision",
+            "rule": d.rule,
+            "target": d.target.to_string(),
+            "action": d.action.as_str(),
+            "outcome": alert.outcome,
+            "severity": severity,
+        },
+        "annotations": {
+            "summary": format!("{} {} {} ({})", d.rule, d.action.as_str(), d.target, alert.outcome),
+            "reason": d.reason,
+        },
+        "startsAt": rfc3339(alert.at_ms),
+    });
+    if let Some(end) = alert.ban_expires_at_ms {
+        a["endsAt"] = json!(rfc3339(end));
+    }
+    json!([a])
+}
+
+async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metrics: Arc<Metrics>) {
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(config.timeout.0)
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the alert HTTP client; alerts are disabled");
+            return;
+        }
+    };
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let alertmanager = config
+        .alertmanager_url
+        .as_deref()
+        .map(|u| format!("{}/api/v2/alerts", u.trim_end_matches('/')));
+    while let Some(alert) = rx.recv().await {
+        let mut targets: Vec<(String, Value)> = config
+            .webhooks
+            .iter()
+            .map(|u| (u.clone(), webhook_body(&alert)))
+            .collect();
+        if let Some(url) = &alertmanager {
+            targets.push((url.clone(), alertmanager_body(&alert)));
+        }
+        for (url, body) in targets {
+            // Waiting for a permit is the queue's backpressure: the bounded channel fills and
+            // later alerts are dropped, ingestion is never touched.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            let (client, metrics) = (client.clone(), Arc::clone(&metrics));
+            let (attempts, backoff) = (config.max_attempts, config.initial_backoff.0);
+            tokio::spawn(async move {
+                deliver(&client, &url, &body, attempts, backoff, &metrics).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    attempts: u32,
+    mut backoff: Duration,
+    metrics: &Metrics,
+) {
+    for attempt in 1..=attempts {
+        let result = client.post(url).json(body).send().await;
+        let error = match result {
+            Ok(r) if r.status().is_success() => {
+                metrics.alerts_sent.fetch_add(1, Relaxed);
+                return;
+            }
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        if attempt == attempts {
+            metrics.alerts_failed.fetch_add(1, Relaxed);
+            tracing::warn!(%url, attempts, %error, "alert delivery failed; giving up");
+            return;
+        }
+        tracing::debug!(%url, attempt, %error, "alert delivery failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,1248 @@
+//! The `warden` command line: `serve` runs the collector; every other command is a client of the
+//! HTTP API (`--server`, env `WARDEN_SERVER`). Flags are validated here first, so mistakes are
+//! reported with the flag's name before anything is sent.
+
+use crate::decisions::DecisionAction;
+use crate::query::{DecisionFilter, StatusFilter};
+use crate::report::{ReportFormat, ReportRow, to_csv};
+use crate::target::Target;
+use crate::time::{TimeBound, Ttl};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Default API address.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:9090";
+
+/// Warden: access auditing and inline blocking for Envoy ingress.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the level).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector (gRPC for filters, HTTP API for everyone else).
+    Serve(ServeArgs),
+    /// List stored access records, newest first.
+    Query(QueryArgs),
+    /// Deny or throttle an address or CIDR (or every line of --file).
+    Ban(BanArgs),
+    /// Remove the decision on an address or CIDR.
+    Unban(UnbanArgs),
+    /// List deny and throttle decisions.
+    Decisions(ListArgs),
+    /// Manage the allowlist (never blocked).
+    Allow {
+        /// Allowlist operation.
+        #[command(subcommand)]
+        command: AllowCommand,
+    },
+    /// List the filters connected for deny-list push.
+    Filters(ListArgs),
+    /// List ban, unban, expiry and allowlist changes (who, what, when, why).
+    Audit(AuditArgs),
+    /// Detection rules: check a file, list the rules in force, replay a file over stored records.
+    Rules {
+        /// Rules operation.
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Why an address is (or is not) blocked: decisions, allowlist, dry-run rules, history.
+    Explain(ExplainArgs),
+    /// Reports.
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
+}
+
+/// `warden serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without it every setting takes its default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (overrides grpc.listen).
+    #[arg(long)]
+    pub grpc_listen: Option<std::net::SocketAddr>,
+    /// HTTP listen address (overrides http.listen).
+    #[arg(long)]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Once both listeners are bound, write {"grpc":"ADDR","http":"ADDR"} here (atomically).
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Where the API is.
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// Base URL of the Warden HTTP API.
+    #[arg(long, env = "WARDEN_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+}
+
+/// `warden query`
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only records since: a duration ago (15m, 24h) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records before: a duration ago or an RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Client address or CIDR.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Host (authority), with or without port.
+    #[arg(long)]
+    host: Option<String>,
+    /// Path prefix.
+    #[arg(long)]
+    path_prefix: Option<String>,
+    /// Status code (404) or class (4xx).
+    #[arg(long)]
+    status: Option<String>,
+    /// Request method.
+    #[arg(long)]
+    method: Option<String>,
+    /// Principal name.
+    #[arg(long)]
+    principal: Option<String>,
+    /// allow or deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Maximum number of records.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden ban`
+#[derive(Debug, Args)]
+pub struct BanArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Address or CIDR (omit with --file).
+    #[arg(required_unless_present = "file")]
+    target: Option<String>,
+    /// Ban every address or CIDR in this file (one per line, # comments), as one change.
+    #[arg(long, conflicts_with = "target")]
+    file: Option<PathBuf>,
+    /// How long (90s, 15m, 1h, 7d); default forever.
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Why.
+    #[arg(long)]
+    reason: Option<String>,
+    /// deny (403) or throttle (429).
+    #[arg(long, default_value = "deny")]
+    action: String,
+    /// Who; default $USER@hostname.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden unban`
+#[derive(Debug, Args)]
+pub struct UnbanArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Address or CIDR, exactly as banned (after normalization).
+    target: String,
+    /// Why.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who; default $USER@hostname.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Listing commands.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden allow ...`
+#[derive(Debug, Subcommand)]
+pub enum AllowCommand {
+    /// Add an address or CIDR to the allowlist.
+    Add {
+        /// Where the API is.
+        #[command(flatten)]
+        server: ServerArg,
+        /// Address or CIDR.
+        target: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who; default $USER@hostname.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Remove an allowlist entry.
+    Remove {
+        /// Where the API is.
+        #[command(flatten)]
+        server: ServerArg,
+        /// Address or CIDR.
+        target: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who; default $USER@hostname.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// List the allowlist.
+    List(ListArgs),
+}
+
+/// `warden audit`
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only changes since (15m, 24h, RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// Maximum entries.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden rules ...`
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate a rules file without starting anything (exit 1 and every error when invalid).
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// The rules in force on the server and the latest reload error.
+    List(ListArgs),
+    /// What FILE would have decided over the stored records (changes nothing).
+    Replay(ReplayArgs),
+}
+
+/// `warden rules replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The rules file to try.
+    file: PathBuf,
+    /// Window start: a duration ago (24h) or an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// Window end.
+    #[arg(long)]
+    until: Option<String>,
+    /// The server's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden explain`
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// The client address.
+    ip: String,
+    /// The JSON answer instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `warden report ...`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Who accessed what: per principal (or client address) × host × path.
+    Access(ReportArgs),
+}
+
+/// `warden report access`
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Window start: a duration ago (30d) or an RFC 3339 time.
+    #[arg(long, default_value = crate::report::DEFAULT_SINCE)]
+    since: String,
+    /// Window end.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this principal.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Only this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: String,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag or argument is invalid.
+    #[error("{flag}: {reason}")]
+    Invalid {
+        /// The flag, e.g. `--status`.
+        flag: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot reach the Warden server at {server}: {reason} (is `warden serve` running?)")]
+    Unreachable {
+        /// The base URL.
+        server: String,
+        /// The underlying failure, e.g. `connection refused`.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{message} (HTTP {status})")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// The server's error text.
+        message: String,
+    },
+    /// A rules file is invalid; every error, one per line.
+    #[error("{errors}\n{count} error(s) in {file}")]
+    RulesInvalid {
+        /// The file.
+        file: String,
+        /// The errors, one per line.
+        errors: String,
+        /// How many.
+        count: usize,
+    },
+    /// A local file could not be read.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn check<T: std::str::FromStr<Err = E>, E: ToString>(
+    flag: &str,
+    value: &str,
+) -> Result<T, CliError> {
+    value.parse().map_err(|e: E| CliError::Invalid {
+        flag: flag.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// `$USER@hostname`, the default actor of changes made from this machine.
+pub fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}
+
+/// A client of the HTTP API.
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    // io::Error text carries "(os error 111)"; the plain description is what a user needs.
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_lowercase(),
+        None => text,
+    }
+}
+
+impl Client {
+    fn new(server: &ServerArg) -> Result<Client, CliError> {
+        let base = server.server.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(CliError::Invalid {
+                flag: "--server".into(),
+                reason: format!("{base:?} is not an http:// URL"),
+            });
+        }
+        let http =
+            reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .map_err(|e| CliError::Unreachable {
+                    server: base.clone(),
+                    reason: root_cause(&e),
+                })?;
+        Ok(Client { base, http })
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder) -> Result<String, CliError> {
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            server: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| CliError::Unreachable {
+            server: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(text);
+            return Err(CliError::Server {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(text)
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, CliError> {
+        let text = self.call(req).await?;
+        serde_json::from_str(&text).map_err(|e| CliError::Server {
+            status: 200,
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
+        self.json(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.json(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    async fn delete(&self, path: &str, query: &[(&str, String)]) -> Result<Value, CliError> {
+        self.json(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .query(query),
+        )
+        .await
+    }
+}
+
+/// Runs a client command, printing to stdout.
+pub async fn run(command: Command) -> Result<(), CliError> {
+    let out = match command {
+        Command::Serve(_) => return Ok(()),
+        Command::Query(a) => query(a).await?,
+        Command::Ban(a) => ban(a).await?,
+        Command::Unban(a) => {
+            check::<Target, _>("<target>", &a.target)?;
+            let client = Client::new(&a.server)?;
+            let mut q = vec![
+                ("target", a.target),
+                ("actor", a.actor.unwrap_or_else(default_actor)),
+            ];
+            if let Some(r) = a.reason {
+                q.push(("reason", r));
+            }
+            let v = client.delete("/api/v1/decisions", &q).await?;
+            if a.json {
+                format!("{v}\n")
+            } else {
+                format!(
+                    "unbanned {} (version {})\n",
+                    str_of(&v["target"]),
+                    v["version"]
+                )
+            }
+        }
+        Command::Decisions(a) => {
+            let v = Client::new(&a.server)?
+                .get("/api/v1/decisions", &[])
+                .await?;
+            decisions_out(&v["decisions"], a.json)
+        }
+        Command::Allow { command } => allow(command).await?,
+        Command::Filters(a) => {
+            let v = Client::new(&a.server)?.get("/api/v1/filters", &[]).await?;
+            filters_out(&v, a.json)
+        }
+        Command::Audit(a) => {
+            let mut q = vec![("limit", a.limit.to_string())];
+            if let Some(s) = a.since {
+                check::<TimeBound, _>("--since", &s)?;
+                q.push(("since", s));
+            }
+            let v = Client::new(&a.server)?.get("/api/v1/audit", &q).await?;
+            audit_out(&v["entries"], a.json)
+        }
+        Command::Report {
+            command: ReportCommand::Access(a),
+        } => report(a).await?,
+        Command::Rules { command } => rules(command).await?,
+        Command::Explain(a) => {
+            check::<std::net::IpAddr, _>("<ip>", &a.ip)?;
+            let v = Client::new(&a.server)?
+                .get("/api/v1/explain", &[("ip", a.ip)])
+                .await?;
+            if a.json {
+                format!("{v}\n")
+            } else {
+                explain_out(&v)
+            }
+        }
+    };
+    print!("{out}");
+    Ok(())
+}
+
+async fn query(a: QueryArgs) -> Result<String, CliError> {
+    let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+    if a.limit == 0 {
+        return Err(CliError::Invalid {
+            flag: "--limit".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    if let Some(v) = a.since {
+        check::<TimeBound, _>("--since", &v)?;
+        q.push(("since", v));
+    }
+    if let Some(v) = a.until {
+        check::<TimeBound, _>("--until", &v)?;
+        q.push(("until", v));
+    }
+    if let Some(v) = a.ip {
+        check::<Target, _>("--ip", &v)?;
+        q.push(("ip", v));
+    }
+    if let Some(v) = a.status {
+        check::<StatusFilter, _>("--status", &v)?;
+        q.push(("status", v));
+    }
+    if let Some(v) = a.decision {
+        check::<DecisionFilter, _>("--decision", &v)?;
+        q.push(("decision", v));
+    }
+    for (flag, key, value) in [
+        ("--host", "host", a.host),
+        ("--path-prefix", "path_prefix", a.path_prefix),
+        ("--method", "method", a.method),
+        ("--principal", "principal", a.principal),
+    ] {
+        if let Some(v) = value {
+            if v.is_empty() {
+                return Err(CliError::Invalid {
+                    flag: flag.into(),
+                    reason: "must not be empty".into(),
+                });
+            }
+            q.push((key, v));
+        }
+    }
+    let v = Client::new(&a.server)?.get("/api/v1/records", &q).await?;
+    let records = v["records"].as_array().cloned().unwrap_or_default();
+    if a.json {
+        return Ok(records.iter().map(|r| format!("{r}\n")).collect());
+    }
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                str_of(&r["time"]),
+                str_of(&r["client_address"]),
+                str_of(&r["method"]),
+                str_of(&r["authority"]),
+                str_of(&r["path"]),
+                r["status"].to_string(),
+                duration(r["duration_us"].as_u64().unwrap_or(0)),
+                opt_of(&r["principal"]),
+                opt_of(&r["decision"]),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &[
+            "TIME",
+            "CLIENT",
+            "METHOD",
+            "HOST",
+            "PATH",
+            "STATUS",
+            "DURATION",
+            "PRINCIPAL",
+            "DECISION",
+        ],
+        &rows,
+    ))
+}
+
+async fn ban(a: BanArgs) -> Result<String, CliError> {
+    check::<DecisionAction, _>("--action", &a.action)?;
+    if let Some(t) = &a.ttl {
+        check::<Ttl, _>("--ttl", t)?;
+    }
+    let client = Client::new(&a.server)?;
+    let actor = a.actor.unwrap_or_else(default_actor);
+    let mut body = json!({ "action": a.action, "actor": actor });
+    if let Some(t) = a.ttl {
+        body["ttl"] = json!(t);
+    }
+    if let Some(r) = a.reason {
+        body["reason"] = json!(r);
+    }
+    if let Some(file) = a.file {
+        let name = file.display().to_string();
+        let text = std::fs::read_to_string(&file).map_err(|e| CliError::File {
+            path: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut targets = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let t: Target = check(&format!("{name}:{}", i + 1), line)?;
+            targets.push(t.to_string());
+        }
+        let base = file
+            .file_name()
+            .map_or(name.clone(), |f| f.to_string_lossy().into_owned());
+        body["targets"] = json!(targets);
+        body["origin"] = json!(format!("list:{base}"));
+        let v = client.post("/api/v1/decisions/bulk", &body).await?;
+        if a.json {
+            return Ok(format!("{v}\n"));
+        }
+        let mut out = format!(
+            "banned {} targets from {name} (version {})\n",
+            v["added"], v["version"]
+        );
+        for s in v["skipped"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "skipped {}: covered by allowlist entry {}",
+                str_of(&s["target"]),
+                str_of(&s["allow"])
+            );
+        }
+        return Ok(out);
+    }
+    let target = a.target.unwrap_or_default();
+    check::<Target, _>("<target>", &target)?;
+    body["target"] = json!(target);
+    let v = client.post("/api/v1/decisions", &body).await?;
+    if a.json {
+        return Ok(format!("{v}\n"));
+    }
+    let expires = v["expires_at"]
+        .as_str()
+        .map_or("never".to_string(), str::to_string);
+    Ok(format!(
+        "banned {} ({}, expires {expires}, id {}, version {})\n",
+        str_of(&v["target"]),
+        str_of(&v["action"]),
+        v["id"],
+        v["version"]
+    ))
+}
+
+async fn allow(command: AllowCommand) -> Result<String, CliError> {
+    match command {
+        AllowCommand::Add {
+            server,
+            target,
+            reason,
+            actor,
+        } => {
+            check::<Target, _>("<target>", &target)?;
+            let body = json!({ "target": target, "reason": reason.unwrap_or_default(), "actor": actor.unwrap_or_else(default_actor) });
+            let v = Client::new(&server)?
+                .post("/api/v1/allowlist", &body)
+                .await?;
+            Ok(format!(
+                "allowed {} (version {})\n",
+                str_of(&v["target"]),
+                v["version"]
+            ))
+        }
+        AllowCommand::Remove {
+            server,
+            target,
+            reason,
+            actor,
+        } => {
+            check::<Target, _>("<target>", &target)?;
+            let mut q = vec![
+                ("target", target),
+                ("actor", actor.unwrap_or_else(default_actor)),
+            ];
+            if let Some(r) = reason {
+                q.push(("reason", r));
+            }
+            let v = Client::new(&server)?
+                .delete("/api/v1/allowlist", &q)
+                .await?;
+            Ok(format!(
+                "removed {} from the allowlist (version {})\n",
+                str_of(&v["target"]),
+                v["version"]
+            ))
+        }
+        AllowCommand::List(a) => {
+            let v = Client::new(&a.server)?
+                .get("/api/v1/allowlist", &[])
+                .await?;
+            Ok(decisions_out(&v["entries"], a.json))
+        }
+    }
+}
+
+async fn report(a: ReportArgs) -> Result<String, CliError> {
+    check::<TimeBound, _>("--since", &a.since)?;
+    let format: ReportFormat = check("--format", &a.format)?;
+    let mut q = vec![("since", a.since), ("format", "json".to_string())];
+    if let Some(u) = a.until {
+        check::<TimeBound, _>("--until", &u)?;
+        q.push(("until", u));
+    }
+    if let Some(p) = a.principal {
+        q.push(("principal", p));
+    }
+    if let Some(h) = a.host {
+        q.push(("host", h));
+    }
+    let v = Client::new(&a.server)?
+        .get("/api/v1/report/access", &q)
+        .await?;
+    let rows: Vec<ReportRow> =
+        serde_json::from_value(v["rows"].clone()).map_err(|e| CliError::Server {
+            status: 200,
+            message: format!("unreadable report: {e}"),
+        })?;
+    Ok(match format {
+        ReportFormat::Json => format!("{v}\n"),
+        ReportFormat::Csv => to_csv(&rows),
+        ReportFormat::Table => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.subject.clone(),
+                        r.host.clone(),
+                        r.path.clone(),
+                        r.requests.to_string(),
+                        r.denied.to_string(),
+                        r.first_seen.clone(),
+                        r.last_seen.clone(),
+                    ]
+                })
+                .collect();
+            table(
+                &[
+                    "SUBJECT",
+                    "HOST",
+                    "PATH",
+                    "REQUESTS",
+                    "DENIED",
+                    "FIRST SEEN",
+                    "LAST SEEN",
+                ],
+                &cells,
+            )
+        }
+    })
+}
+
+fn load_rules(file: &std::path::Path) -> Result<warden_rules::RuleSet, CliError> {
+    warden_rules::RuleSet::load(file).map_err(|e| CliError::RulesInvalid {
+        file: file.display().to_string(),
+        count: e.0.len(),
+        errors: e.to_string(),
+    })
+}
+
+async fn rules(command: RulesCommand) -> Result<String, CliError> {
+    match command {
+        RulesCommand::Check { file } => {
+            let set = load_rules(&file)?;
+            let mut out = String::new();
+            for rule in set.rules() {
+                let _ = writeln!(out, "{}: {}", rule.name, crate::detection::summarize(rule));
+            }
+            let _ = writeln!(
+                out,
+                "{}: {} rule(s), valid",
+                file.display(),
+                set.rules().len()
+            );
+            Ok(out)
+        }
+        RulesCommand::List(a) => {
+            let v = Client::new(&a.server)?.get("/api/v1/rules", &[]).await?;
+            if a.json {
+                return Ok(format!("{v}\n"));
+            }
+            let mut out = format!(
+                "source: {}\nloaded: {}\n",
+                str_of(&v["source"]),
+                str_of(&v["loaded_at"])
+            );
+            let rows: Vec<Vec<String>> = v["rules"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|r| {
+                    vec![
+                        str_of(&r["name"]),
+                        str_of(&r["kind"]),
+                        str_of(&r["summary"]),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(&["NAME", "KIND", "RULE"], &rows));
+            if !v["last_error"].is_null() {
+                let _ = writeln!(
+                    out,
+                    "last reload refused at {} (rules above still in force):\n{}",
+                    str_of(&v["last_error_at"]),
+                    str_of(&v["last_error"])
+                );
+            }
+            Ok(out)
+        }
+        RulesCommand::Replay(a) => {
+            check::<TimeBound, _>("--since", &a.since)?;
+            if let Some(u) = &a.until {
+                check::<TimeBound, _>("--until", u)?;
+            }
+            load_rules(&a.file)?;
+            let text = std::fs::read_to_string(&a.file).map_err(|e| CliError::File {
+                path: a.file.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let body = json!({ "rules_toml": text, "since": a.since, "until": a.until });
+            let v = Client::new(&a.server)?
+                .post("/api/v1/rules/replay", &body)
+                .await?;
+            if a.json {
+                return Ok(format!("{v}\n"));
+            }
+            Ok(replay_out(&v))
+        }
+    }
+}
+
+fn ttl_text(ms: &Value) -> String {
+    ms.as_u64().map_or_else(
+        || "-".into(),
+        |ms| warden_rules::config::fmt_duration(std::time::Duration::from_millis(ms)),
+    )
+}
+
+fn replay_out(v: &Value) -> String {
+    let items = v["decisions"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|d| {
+            vec![
+                d["at_ms"]
+                    .as_i64()
+                    .map(crate::time::rfc3339)
+                    .unwrap_or_default(),
+                str_of(&d["rule"]),
+                str_of(&d["target"]),
+                format!(
+                    "{}{}",
+                    str_of(&d["action"]),
+                    if d["dry_run"] == true {
+                        " (dry run)"
+                    } else {
+                        ""
+                    }
+                ),
+                ttl_text(&d["ttl_ms"]),
+                format!("{}/{}", d["observed"], d["threshold"]),
+                str_of(&d["reason"]),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "TIME",
+            "RULE",
+            "TARGET",
+            "ACTION",
+            "TTL",
+            "OBSERVED/THRESHOLD",
+            "REASON",
+        ],
+        &rows,
+    );
+    let _ = writeln!(
+        out,
+        "{} decision(s) over {} record(s) from {} to {}{}",
+        items.len(),
+        v["records"],
+        str_of(&v["since"]),
+        str_of(&v["until"]),
+        if v["truncated"] == true {
+            " (truncated)"
+        } else {
+            ""
+        }
+    );
+    out
+}
+
+fn explain_out(v: &Value) -> String {
+    let mut out = String::new();
+    let ip = str_of(&v["ip"]);
+    let empty = Vec::new();
+    let arr = |k: &str| v[k].as_array().unwrap_or(&empty).clone();
+    let allow = arr("allowlist");
+    let deny = arr("decisions");
+    if !allow.is_empty() {
+        let _ = writeln!(out, "{ip} is ALLOWLISTED (never blocked):");
+        for a in &allow {
+            let _ = writeln!(
+                out,
+                "  {} (id {}): {}",
+                str_of(&a["target"]),
+                a["id"],
+                str_of(&a["reason"])
+            );
+        }
+    }
+    if deny.is_empty() {
+        let _ = writeln!(out, "{ip} is not blocked now.");
+    } else {
+        let verb = if allow.is_empty() {
+            "is BLOCKED"
+        } else {
+            "has decisions (overridden by the allowlist)"
+        };
+        let _ = writeln!(out, "{ip} {verb} by:");
+        for d in &deny {
+            let until = if d["expires_at"].is_null() {
+                "forever".to_string()
+            } else {
+                str_of(&d["expires_at"])
+            };
+            let _ = writeln!(
+                out,
+                "  {} {} (id {}, origin {}, by {}, until {}): {}",
+                str_of(&d["action"]),
+                str_of(&d["target"]),
+                d["id"],
+                str_of(&d["origin"]),
+                str_of(&d["actor"]),
+                until,
+                str_of(&d["reason"])
+            );
+        }
+    }
+    let dry = arr("would_block_dry_run");
+    if !dry.is_empty() {
+        let _ = writeln!(out, "Would be blocked by dry-run rule(s):");
+        for d in &dry {
+            let _ = writeln!(out, "  {}: {}", str_of(&d["rule"]), str_of(&d["reason"]));
+        }
+    }
+    let history = arr("rule_decisions");
+    if !history.is_empty() {
+        let _ = writeln!(out, "Rule decisions (newest first):");
+        for h in &history {
+            let samples: Vec<String> = h["samples"]
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(str_of)
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {} {} -> {} [{}]: observed {} / threshold {} in {}, repeat {}, ttl {}\n    {}\n    samples: {}",
+                str_of(&h["time"]),
+                str_of(&h["rule"]),
+                str_of(&h["target"]),
+                str_of(&h["outcome"]),
+                h["observed"],
+                h["threshold"],
+                ttl_text(&h["window_ms"]),
+                h["repeat"],
+                ttl_text(&h["ttl_ms"]),
+                str_of(&h["reason"]),
+                if samples.is_empty() {
+                    "-".into()
+                } else {
+                    samples.join(", ")
+                }
+            );
+        }
+    }
+    let audit = arr("audit");
+    if !audit.is_empty() {
+        let _ = writeln!(out, "Admin changes (newest first):");
+        for e in &audit {
+            let _ = writeln!(
+                out,
+                "  {} {} {} {} by {} ({}): {}",
+                str_of(&e["time"]),
+                str_of(&e["operation"]),
+                str_of(&e["target"]),
+                opt_of(&e["action"]),
+                str_of(&e["actor"]),
+                str_of(&e["origin"]),
+                str_of(&e["reason"])
+            );
+        }
+    }
+    out
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn opt_of(v: &Value) -> String {
+    if v.is_null() { "-".into() } else { str_of(v) }
+}
+
+/// Formats microseconds for the table: 850µs, 12.3ms, 1.20s.
+pub fn duration(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", us as f64 / 1e6)
+    }
+}
+
+/// Renders an aligned text table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn decisions_out(list: &Value, as_json: bool) -> String {
+    let items = list.as_array().cloned().unwrap_or_default();
+    if as_json {
+        return items.iter().map(|d| format!("{d}\n")).collect();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|d| {
+            vec![
+                d["id"].to_string(),
+                str_of(&d["target"]),
+                str_of(&d["action"]),
+                d["expires_at"].as_str().unwrap_or("never").to_string(),
+                str_of(&d["reason"]),
+                str_of(&d["origin"]),
+                str_of(&d["actor"]),
+                str_of(&d["created_at"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "TARGET", "ACTION", "EXPIRES", "REASON", "ORIGIN", "ACTOR", "CREATED",
+        ],
+        &rows,
+    )
+}
+
+fn filters_out(v: &Value, as_json: bool) -> String {
+    let items = v["filters"].as_array().cloned().unwrap_or_default();
+    if as_json {
+        return items.iter().map(|d| format!("{d}\n")).collect();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|f| {
+            vec![
+                str_of(&f["node_id"]),
+                f["worker"].to_string(),
+                str_of(&f["instance_id"]),
+                str_of(&f["peer"]),
+                str_of(&f["connected_since"]),
+                f["version_sent"].to_string(),
+                f["version_acked"].to_string(),
+                opt_of(&f["last_ack"]),
+            ]
+        })
+        .collect();
+    let mut out = format!("deny-list version {}\n", v["version"]);
+    out.push_str(&table(
+        &[
+            "NODE",
+            "WORKER",
+            "INSTANCE",
+            "PEER",
+            "CONNECTED SINCE",
+            "SENT",
+            "ACKED",
+            "LAST ACK",
+        ],
+        &rows,
+    ));
+    out
+}
+
+fn audit_out(list: &Value, as_json: bool) -> String {
+    let items = list.as_array().cloned().unwrap_or_default();
+    if as_json {
+        return items.iter().map(|d| format!("{d}\n")).collect();
+    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|e| {
+            vec![
+                str_of(&e["time"]),
+                str_of(&e["actor"]),
+                str_of(&e["operation"]),
+                str_of(&e["target"]),
+                opt_of(&e["action"]),
+                e["expires_at"].as_str().unwrap_or("-").to_string(),
+                str_of(&e["reason"]),
+                e["version"].to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TIME",
+            "ACTOR",
+            "OPERATION",
+            "TARGET",
+            "ACTION",
+            "EXPIRES",
+            "REASON",
+            "VERSION",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&["A", "LONGER"], &[vec!["xxxx".into(), "y".into()]]);
+        assert_eq!(t, "A     LONGER\nxxxx  y\n");
+    }
+
+    #[test]
+    fn durations_are_readable() {
+        assert_eq!(duration(850), "850µs");
+        assert_eq!(duration(12_300), "12.3ms");
+        assert_eq!(duration(1_200_000), "1.20s");
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag() {
+        let e = check::<StatusFilter, _>("--status", "4yy").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--status: \"4yy\" is not a status code or class like 4xx"
+        );
+    }
+
+    #[test]
+    fn unreachable_server_message() {
+        let e = CliError::Unreachable {
+            server: DEFAULT_SERVER.into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the Warden server at http://127.0.0.1:9090: connection refused (is `warden serve` running?)"
+        );
+    }
+}

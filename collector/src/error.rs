@@ -1,0 +1,107 @@
+//! The one table from failure to response: every error the services can return knows its gRPC
+//! code and its HTTP status, so the gRPC and HTTP front ends never disagree about a failure.
+
+use axum::http::StatusCode;
+
+/// Errors returned by the collector's services (ingest, queries, decisions).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field or parameter is invalid; `field` names it (e.g. `records[3].client_address`).
+    #[error("{field}: {reason}")]
+    InvalidField {
+        /// The offending field or parameter, as the caller spelled it.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request conflicts with existing state (e.g. a ban covered by an allowlist entry).
+    #[error("{0}")]
+    Conflict(String),
+    /// The thing the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller did not present the configured credentials.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The store failed; the caller should retry. Never reported as success.
+    #[error("storage failure: {0}")]
+    Storage(String),
+    /// The collector is shutting down and accepts no more work.
+    #[error("the collector is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Builds an [`Error::InvalidField`].
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The gRPC status code for this error. Storage failures are `UNAVAILABLE` on purpose: the
+    /// filter retries those, and Envoy-side code treats `UNKNOWN` ambiguously.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Error::InvalidField { .. } => tonic::Code::InvalidArgument,
+            Error::Conflict(_) => tonic::Code::FailedPrecondition,
+            Error::NotFound(_) => tonic::Code::NotFound,
+            Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::Storage(_) | Error::ShuttingDown => tonic::Code::Unavailable,
+        }
+    }
+
+    /// The HTTP status for this error.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            Error::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Storage(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        tonic::Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+impl axum::response::IntoResponse for Error {
+    fn into_response(self) -> axum::response::Response {
+        let body = serde_json::json!({ "error": self.to_string() });
+        (self.http_status(), axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_field_maps_to_invalid_argument_and_400() {
+        let e = Error::invalid("records[3].client_address", "\"abc\" is not an IP address");
+        assert_eq!(
+            e.to_string(),
+            "records[3].client_address: \"abc\" is not an IP address"
+        );
+        assert_eq!(e.grpc_code(), tonic::Code::InvalidArgument);
+        assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn storage_failure_is_unavailable_never_ok() {
+        let e = Error::Storage("disk full".into());
+        assert_eq!(e.grpc_code(), tonic::Code::Unavailable);
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -1,0 +1,25 @@
+//! The Warden collector: receives access records from the Envoy filter over gRPC, stores them in
+//! SQLite, answers queries over HTTP, and pushes deny-list decisions back to the filters.
+//!
+//! The `warden` binary (`main.rs`) is a thin shell over these modules so that the integration
+//! tests can start the same services in-process.
+
+pub mod alerts;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod decisions;
+pub mod detection;
+pub mod error;
+pub mod explain;
+pub mod ingest;
+pub mod metrics;
+pub mod push;
+pub mod query;
+pub mod replay;
+pub mod report;
+pub mod server;
+pub mod store;
+pub mod target;
+pub mod time;

@@ -1,0 +1,223 @@
+//! Counters for `GET /metrics` (Prometheus text format). Plain atomics: the hot path (ingest and
+//! the writer thread) only ever adds.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Upper bounds (seconds) of the commit latency histogram buckets.
+const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Collector-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Records in batches that passed validation.
+    pub records_received: AtomicU64,
+    /// Records newly stored.
+    pub records_stored: AtomicU64,
+    /// Records already stored by an earlier attempt.
+    pub records_duplicate: AtomicU64,
+    /// Records in batches rejected as invalid.
+    pub records_rejected: AtomicU64,
+    /// Export calls.
+    pub batches_received: AtomicU64,
+    /// Export calls rejected as invalid.
+    pub batches_rejected: AtomicU64,
+    /// Export calls that failed in storage.
+    pub batches_failed: AtomicU64,
+    /// Records the filters report having dropped (sum of the latest cumulative counts seen).
+    pub filter_dropped_total: AtomicU64,
+    /// Open Subscribe streams.
+    pub filters_connected: AtomicI64,
+    /// Current deny-list version.
+    pub decisions_version: AtomicU64,
+    /// Current number of deny-list and allowlist entries.
+    pub decisions_entries: AtomicU64,
+    /// Records evaluated by the rules engine.
+    pub rules_records_evaluated: AtomicU64,
+    /// Records not evaluated because the engine's queue was full (ingest never waits for it).
+    pub rules_records_skipped: AtomicU64,
+    /// Rule decisions made (every outcome).
+    pub rule_decisions: AtomicU64,
+    /// Rule reloads that failed (the previous rules stayed in force).
+    pub rules_reload_failures: AtomicU64,
+    /// Alerts delivered.
+    pub alerts_sent: AtomicU64,
+    /// Alerts that failed after every retry.
+    pub alerts_failed: AtomicU64,
+    /// Alerts dropped because the delivery queue was full.
+    pub alerts_dropped: AtomicU64,
+    commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    commit_count: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one group commit's latency.
+    pub fn observe_commit(&self, seconds: f64) {
+        for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.commit_count.fetch_add(1, Relaxed);
+        // Truncation is fine: microsecond resolution is plenty for a latency sum.
+        self.commit_micros
+            .fetch_add((seconds * 1e6) as u64, Relaxed);
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 15] = [
+            (
+                "warden_records_received_total",
+                "Records in valid batches.",
+                &self.records_received,
+            ),
+            (
+                "warden_records_stored_total",
+                "Records newly stored.",
+                &self.records_stored,
+            ),
+            (
+                "warden_records_duplicate_total",
+                "Records already stored (retried batches).",
+                &self.records_duplicate,
+            ),
+            (
+                "warden_records_rejected_total",
+                "Records in batches rejected as invalid.",
+                &self.records_rejected,
+            ),
+            (
+                "warden_batches_received_total",
+                "Export calls.",
+                &self.batches_received,
+            ),
+            (
+                "warden_batches_rejected_total",
+                "Export calls rejected as invalid.",
+                &self.batches_rejected,
+            ),
+            (
+                "warden_batches_failed_total",
+                "Export calls that failed in storage.",
+                &self.batches_failed,
+            ),
+            (
+                "warden_filter_dropped_records",
+                "Records filters report having dropped.",
+                &self.filter_dropped_total,
+            ),
+            (
+                "warden_rules_records_evaluated_total",
+                "Records evaluated by the rules engine.",
+                &self.rules_records_evaluated,
+            ),
+            (
+                "warden_rules_records_skipped_total",
+                "Records not evaluated because the rules engine queue was full.",
+                &self.rules_records_skipped,
+            ),
+            (
+                "warden_rule_decisions_total",
+                "Rule decisions made (all outcomes).",
+                &self.rule_decisions,
+            ),
+            (
+                "warden_rules_reload_failures_total",
+                "Rule reloads refused as invalid.",
+                &self.rules_reload_failures,
+            ),
+            (
+                "warden_alerts_sent_total",
+                "Alerts delivered.",
+                &self.alerts_sent,
+            ),
+            (
+                "warden_alerts_failed_total",
+                "Alerts that failed after every retry.",
+                &self.alerts_failed,
+            ),
+            (
+                "warden_alerts_dropped_total",
+                "Alerts dropped because the delivery queue was full.",
+                &self.alerts_dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                value.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_filters_connected Open deny-list Subscribe streams.\n# TYPE warden_filters_connected gauge\nwarden_filters_connected {}",
+            self.filters_connected.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP warden_decisions_version Current deny-list version.\n# TYPE warden_decisions_version gauge\nwarden_decisions_version {}",
+            self.decisions_version.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP warden_decisions_entries Deny-list and allowlist entries.\n# TYPE warden_decisions_entries gauge\nwarden_decisions_entries {}",
+            self.decisions_entries.load(Relaxed)
+        );
+        let name = "warden_store_commit_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Latency of record store group commits.\n# TYPE {name} histogram"
+        );
+        for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                bucket.load(Relaxed)
+            );
+        }
+        let count = self.commit_count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.commit_micros.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.records_stored.fetch_add(3, Relaxed);
+        m.observe_commit(0.003);
+        let text = m.render();
+        assert!(text.contains("warden_records_stored_total 3\n"), "{text}");
+        assert!(
+            text.contains("warden_store_commit_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_store_commit_seconds_bucket{le=\"0.002\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warden_store_commit_seconds_count 1\n"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Quick local measurements, ignored by default. Run with
+//! `cargo test -p warden-collector --release --test bench -- --ignored --nocapture`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Instant;
+use warden_collector::config::Synchronous;
+use warden_collector::decisions::{Catchup, DecisionAction, Decisions, Origin};
+use warden_collector::ingest::Ingest;
+use warden_collector::metrics::Metrics;
+use warden_collector::store::{Store, open_connection};
+use warden_collector::target::Target;
+use warden_collector::time::Ttl;
+use warden_proto::pb::{AccessRecord, AuthDecision, ExportRequest, FilterIdentity, Principal};
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn batch(worker: u32, first_seq: u64, n: usize, now: i64) -> ExportRequest {
+    let records = (0..n as u64)
+        .map(|i| AccessRecord {
+            sequence: first_seq + i,
+            time_ms: now + i as i64,
+            request_id: format!("6f1c{first_seq}-{i}-4a7e-9b1d-3c2e5f8a0b7d"),
+            client_address: format!("10.{}.{}.{}", worker, (i / 256) % 256, i % 256),
+            client_port: 40_000 + (i % 20_000) as u32,
+            authority: "shop.example.com".into(),
+            method: "GET".into(),
+            path: format!("/api/items/{}", i % 1000),
+            protocol: "HTTP/1.1".into(),
+            status: if i % 10 == 0 { 404 } else { 200 },
+            response_code_details: "via_upstream".into(),
+            route_name: "shop".into(),
+            upstream_cluster: "shop_backend".into(),
+            upstream_host: "10.0.0.5:8080".into(),
+            duration_us: 1234 + i,
+            request_bytes: 312,
+            response_bytes: 2048,
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) bench".into(),
+            principal: (i % 3 == 0).then(|| Principal {
+                source: 1,
+                name: format!("user-{}", i % 50),
+                issuer: "https://idp.example.com".into(),
+                ..Default::default()
+            }),
+            decision: Some(AuthDecision {
+                verdict: 1,
+                mechanism: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportRequest {
+        filter: Some(FilterIdentity {
+            node_id: "bench".into(),
+            worker,
+            instance_id: "run".into(),
+            filter_version: "x".into(),
+        }),
+        records,
+        dropped_total: 0,
+    }
+}
+
+/// Stores BENCH_RECORDS records from BENCH_CLIENTS concurrent "filters" in batches of
+/// BENCH_BATCH through the Export path (validation + group commit), synchronous=FULL unless
+/// BENCH_SYNC=normal.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn ingest_throughput() {
+    let total = env_or("BENCH_RECORDS", 400_000);
+    let clients = env_or("BENCH_CLIENTS", 8);
+    let batch_size = env_or("BENCH_BATCH", 1000);
+    let sync = if std::env::var("BENCH_SYNC").as_deref() == Ok("normal") {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(Store::open(dir.path(), sync, 100_000, Arc::clone(&metrics)).unwrap());
+    let ingest = Arc::new(Ingest::new(
+        Arc::clone(&store),
+        Default::default(),
+        Default::default(),
+        metrics,
+    ));
+    let now = chrono::Utc::now().timestamp_millis();
+    let per_client = total / clients / batch_size;
+    // Build batches first so the measurement is the collector, not the generator.
+    let work: Vec<Vec<ExportRequest>> = (0..clients)
+        .map(|w| {
+            (0..per_client)
+                .map(|b| batch(w as u32, (b * batch_size + 1) as u64, batch_size, now))
+                .collect()
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for batches in work {
+        let ingest = Arc::clone(&ingest);
+        tasks.push(tokio::spawn(async move {
+            for b in batches {
+                ingest.export(b).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = clients * per_client * batch_size;
+    println!(
+        "stored {n} records in {secs:.2}s: {:.0} records/s ({sync:?}, {clients} clients, batches of {batch_size})",
+        n as f64 / secs
+    );
+    store.close().await;
+}
+
+/// Loads BENCH_DECISIONS decisions, then times a snapshot build and a reload from disk.
+#[test]
+#[ignore]
+fn million_decisions_snapshot() {
+    let n = env_or("BENCH_DECISIONS", 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let conn = open_connection(&dir.path().join("warden.db"), Synchronous::Full).unwrap();
+        Decisions::open(conn, 10_000, 10_000, Arc::new(Metrics::default())).unwrap()
+    };
+    let d = open();
+    let targets: Vec<Target> = (0..n as u32)
+        .map(|i| Target::from_parts(&(0x0b00_0000 + i).to_be_bytes(), 32).unwrap())
+        .collect();
+    let t = Instant::now();
+    let (added, _, _) = d
+        .ban_many(
+            targets,
+            DecisionAction::Deny,
+            Ttl(None),
+            "feed",
+            "bench",
+            &Origin::list("feed.txt"),
+        )
+        .unwrap();
+    println!(
+        "bulk ban of {added} decisions committed in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let (c, _) = d.catch_up(0).unwrap();
+    let Catchup::Snapshot(s) = c else {
+        panic!("snapshot")
+    };
+    println!(
+        "snapshot of {} entries in {} chunks built in {:.2}s",
+        s.entries,
+        s.chunks.len(),
+        t.elapsed().as_secs_f64()
+    );
+    drop(s);
+    drop(d);
+    let t = Instant::now();
+    let d = open();
+    println!(
+        "reloaded {} decisions from disk in {:.2}s",
+        d.list(false, 0).unwrap().1,
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Twenty rules, five of each counting kind, with thresholds real traffic rarely crosses so the
+/// measurement is evaluation, not decision making.
+fn twenty_rules() -> warden_rules::RuleSet {
+    let mut text = String::new();
+    for k in 0..5 {
+        text.push_str(&format!(
+            "[[rules]]\nname = \"auth-{k}\"\nkind = \"auth_failures\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"flood-{k}\"\nkind = \"status_flood\"\nstatus_class = \"4xx\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"paths-{k}\"\nkind = \"distinct_paths\"\nthreshold = {}\nwindow = \"1m\"\naction = \"alert\"\ndry_run = true\n\n\
+             [[rules]]\nname = \"rate-{k}\"\nkind = \"rate\"\nlimit = {}\nperiod = \"1m\"\naction = \"throttle\"\n\n",
+            50 + k,
+            100 + k,
+            500 + k,
+            1000 + k
+        ));
+    }
+    let rules = warden_rules::RuleSet::from_toml_str(&text, "bench").unwrap();
+    assert_eq!(rules.rules().len(), 20);
+    rules
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Ingest with 20 rules active: every record stored (group commit, five indexes) and evaluated.
+/// Pin to one core with `taskset -c 0`. Same knobs as `ingest_throughput`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn ingest_throughput_with_rules() {
+    use warden_collector::alerts::Alerter;
+    use warden_collector::detection::{Detection, RulesSource};
+    let total = env_or("BENCH_RECORDS", 400_000);
+    let clients = env_or("BENCH_CLIENTS", 8);
+    let batch_size = env_or("BENCH_BATCH", 1000);
+    let sync = if std::env::var("BENCH_SYNC").as_deref() == Ok("normal") {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(Store::open(dir.path(), sync, 100_000, Arc::clone(&metrics)).unwrap());
+    let decisions = Decisions::open(
+        open_connection(store.path(), sync).unwrap(),
+        10_000,
+        10_000,
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    let detection = Detection::start(
+        RulesSource::default(),
+        twenty_rules(),
+        store.path(),
+        sync,
+        decisions,
+        Arc::clone(&metrics),
+        Alerter::disabled(Arc::clone(&metrics)),
+    )
+    .unwrap();
+    let ingest = Arc::new(
+        Ingest::new(
+            Arc::clone(&store),
+            Default::default(),
+            Default::default(),
+            Arc::clone(&metrics),
+        )
+        .with_detection(Arc::clone(&detection)),
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let per_client = total / clients / batch_size;
+    let work: Vec<Vec<ExportRequest>> = (0..clients)
+        .map(|w| {
+            (0..per_client)
+                .map(|b| batch(w as u32, (b * batch_size + 1) as u64, batch_size, now))
+                .collect()
+        })
+        .collect();
+    let n = clients * per_client * batch_size;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for batches in work {
+        let ingest = Arc::clone(&ingest);
+        tasks.push(tokio::spawn(async move {
+            for b in batches {
+                ingest.export(b).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stored_secs = started.elapsed().as_secs_f64();
+    use std::sync::atomic::Ordering::Relaxed;
+    while metrics.rules_records_evaluated.load(Relaxed)
+        + metrics.rules_records_skipped.load(Relaxed)
+        < n as u64
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "20 rules + storage: {n} records stored in {stored_secs:.2}s and evaluated in {secs:.2}s: {:.0} records/s \
+         ({sync:?}, {clients} clients, batches of {batch_size}); skipped {}, rule decisions {}",
+        n as f64 / secs,
+        metrics.rules_records_skipped.load(Relaxed),
+        metrics.rule_decisions.load(Relaxed),
+    );
+    detection.close().await;
+    store.close().await;
+}
+
+/// The engine alone with 20 rules (no storage), then memory after 1,000,000 distinct client
+/// addresses (BENCH_DISTINCT). Pin to one core with `taskset -c 0`.
+#[test]
+#[ignore]
+fn rules_engine_throughput_and_memory() {
+    let total = env_or("BENCH_RECORDS", 2_000_000);
+    let now = chrono::Utc::now().timestamp_millis();
+    let records: Vec<AccessRecord> = (0..total / 1000)
+        .flat_map(|b| batch((b % 8) as u32, (b * 1000 + 1) as u64, 1000, now + b as i64).records)
+        .collect();
+    let mut engine = warden_rules::Engine::new(twenty_rules());
+    let mut out = Vec::new();
+    let t = Instant::now();
+    for r in &records {
+        engine.observe_into(r, &mut out);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "20 rules, no storage: {} records in {secs:.2}s: {:.0} records/s ({} decisions)",
+        records.len(),
+        records.len() as f64 / secs,
+        out.len()
+    );
+    drop(records);
+
+    let distinct = env_or("BENCH_DISTINCT", 1_000_000);
+    let mut engine = warden_rules::Engine::new(twenty_rules());
+    let before = rss_kib("VmRSS:");
+    let t = Instant::now();
+    let mut r = AccessRecord {
+        request_id: "6f1c0000-4a7e-9b1d-3c2e5f8a0b7d".into(),
+        authority: "shop.example.com".into(),
+        method: "GET".into(),
+        path: "/api/items/1".into(),
+        status: 404,
+        ..Default::default()
+    };
+    for i in 0..distinct as u32 {
+        // Spread over 50 s of record time: every key is still inside the 1 min windows.
+        r.time_ms = now + i64::from(i / 20_000) * 1000;
+        r.client_address = std::net::Ipv4Addr::from(0x0b00_0000 + i).to_string();
+        engine.observe_into(&r, &mut out);
+    }
+    println!(
+        "{distinct} distinct clients in {:.2}s: {} tracked keys, RSS +{} MiB (peak {} MiB)",
+        t.elapsed().as_secs_f64(),
+        engine.tracked_keys(),
+        rss_kib("VmRSS:").saturating_sub(before) / 1024,
+        rss_kib("VmHWM:") / 1024
+    );
+}

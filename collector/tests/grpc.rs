@@ -1,0 +1,498 @@
+//! The collector's gRPC services end to end in-process: a real server on 127.0.0.1:0, a tonic
+//! client for Export and Subscribe, and the HTTP API to look at what was stored and to make
+//! decisions.
+
+// Helpers outside #[test] functions are test code too; a panic is the failure report here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use warden_collector::config::{Config, Synchronous};
+use warden_collector::server::{Bound, serve};
+use warden_proto::pb::audit_service_client::AuditServiceClient;
+use warden_proto::pb::deny_list_service_client::DenyListServiceClient;
+use warden_proto::pb::{
+    AccessRecord, Ack, Action, DenyListUpdate, ExportRequest, FilterIdentity, FilterMessage,
+    SubscribeRequest, deny_list_update::Update, filter_message,
+};
+
+struct Collector {
+    bound: Bound,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), warden_collector::server::ServeError>>>,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Collector {
+    async fn start(edit: impl FnOnce(&mut Config)) -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.grpc.listen = "127.0.0.1:0".parse().unwrap();
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        config.storage.data_dir = dir.path().join("data");
+        config.storage.synchronous = Synchronous::Normal;
+        config.decisions.expiry_interval.0 = Duration::from_millis(100);
+        edit(&mut config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let task = tokio::spawn(serve(
+            config,
+            Some(dir.path().join("ready.json")),
+            async move {
+                let _ = stopped.await;
+            },
+            move |b| {
+                let _ = bound_tx.send(b);
+            },
+        ));
+        let bound = bound_rx.await.expect("server started");
+        let ready: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("ready.json")).unwrap())
+                .unwrap();
+        assert_eq!(ready["grpc"], bound.grpc.to_string());
+        assert_eq!(ready["http"], bound.http.to_string());
+        Collector {
+            bound,
+            stop: Some(stop),
+            task: Some(task),
+            _dir: dir,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(15), task)
+                .await
+                .expect("shut down in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.bound.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn audit_client(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel().await)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.bound.http)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self.http.delete(self.url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn records(&self, query: &str) -> Vec<Value> {
+        let (status, body) = self.get(&format!("/api/v1/records?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        body["records"].as_array().unwrap().clone()
+    }
+}
+
+fn identity(worker: u32) -> FilterIdentity {
+    FilterIdentity {
+        node_id: "envoy-test".into(),
+        worker,
+        instance_id: "boot-1".into(),
+        filter_version: "0.1.0".into(),
+    }
+}
+
+fn record(seq: u64) -> AccessRecord {
+    AccessRecord {
+        sequence: seq,
+        time_ms: chrono::Utc::now().timestamp_millis(),
+        request_id: format!("r{seq}"),
+        client_address: "198.51.100.9".into(),
+        client_port: 5555,
+        authority: "shop.example.com".into(),
+        method: "GET".into(),
+        path: format!("/items/{seq}"),
+        protocol: "HTTP/2".into(),
+        status: 200,
+        ..Default::default()
+    }
+}
+
+fn batch(records: Vec<AccessRecord>) -> ExportRequest {
+    ExportRequest {
+        filter: Some(identity(0)),
+        records,
+        dropped_total: 0,
+    }
+}
+
+#[tokio::test]
+async fn a_valid_batch_is_stored_and_queryable() {
+    let mut c = Collector::start(|_| {}).await;
+    let mut client = c.audit_client().await;
+    let resp = client
+        .export(batch(vec![record(1), record(2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.accepted, resp.duplicates), (2, 0));
+    let got = c.records("host=shop.example.com").await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["path"], "/items/2");
+    assert_eq!(got[0]["filter_node"], "envoy-test");
+    assert_eq!(got[0]["principal"], Value::Null);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_batch_is_refused_whole_with_a_message() {
+    let mut c = Collector::start(|_| {}).await;
+    let mut client = c.audit_client().await;
+    let mut bad = record(4);
+    bad.client_address = "abc".into();
+    let err = client
+        .export(batch(vec![record(1), record(2), record(3), bad]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        err.message(),
+        "records[3].client_address: \"abc\" is not an IP address"
+    );
+    assert!(
+        c.records("").await.is_empty(),
+        "nothing of the batch is stored"
+    );
+    // Other batches are unaffected.
+    client.export(batch(vec![record(1)])).await.unwrap();
+    assert_eq!(c.records("").await.len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_batch_is_stored_once() {
+    let mut c = Collector::start(|_| {}).await;
+    let mut client = c.audit_client().await;
+    client
+        .export(batch(vec![record(1), record(2)]))
+        .await
+        .unwrap();
+    let resp = client
+        .export(batch(vec![record(1), record(2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.accepted, resp.duplicates), (0, 2));
+    assert_eq!(c.records("").await.len(), 2);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_configured_token_is_required() {
+    let mut c = Collector::start(|cfg| cfg.grpc.token = Some("s3cret".into())).await;
+    let mut client = c.audit_client().await;
+    let err = client.export(batch(vec![record(1)])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(batch(vec![record(1)]));
+    req.metadata_mut()
+        .insert("authorization", "Bearer s3cret".parse().unwrap());
+    assert_eq!(client.export(req).await.unwrap().into_inner().accepted, 1);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn http_errors_name_the_parameter() {
+    let mut c = Collector::start(|_| {}).await;
+    let (status, body) = c.get("/api/v1/records?status=4yy").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "status: \"4yy\" is not a status code or class like 4xx"
+    );
+    let (status, body) = c
+        .post(
+            "/api/v1/decisions",
+            json!({"target": "10.0.0.1", "ttl": "1x"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "ttl: \"1x\" is not a TTL (e.g. 90s, 15m, 1h, 7d, or none)"
+    );
+    let (status, _) = c.get("/api/v1/decisions").await;
+    assert_eq!(status, 200);
+    let (status, body) = c.delete("/api/v1/decisions?target=10.9.9.9").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = c.get("/healthz").await;
+    assert_eq!(status, 200);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_ban_covered_by_the_allowlist_is_a_conflict() {
+    let mut c = Collector::start(|_| {}).await;
+    let (status, _) = c
+        .post(
+            "/api/v1/allowlist",
+            json!({"target": "10.0.0.0/8", "reason": "office"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = c
+        .post("/api/v1/decisions", json!({"target": "10.1.2.3"}))
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("allowlist entry 10.0.0.0/8"),
+        "{body}"
+    );
+    let (_, body) = c.get("/api/v1/decisions").await;
+    assert_eq!(body["total"], 0);
+    c.stop().await;
+}
+
+/// A Subscribe stream driven by the test.
+struct Stream {
+    tx: mpsc::Sender<FilterMessage>,
+    rx: tonic::Streaming<DenyListUpdate>,
+}
+
+impl Stream {
+    async fn open(c: &Collector, known_version: u64) -> Stream {
+        let (tx, out) = mpsc::channel(16);
+        tx.send(FilterMessage {
+            message: Some(filter_message::Message::Subscribe(SubscribeRequest {
+                filter: Some(identity(0)),
+                known_version,
+            })),
+        })
+        .await
+        .unwrap();
+        let mut client = DenyListServiceClient::new(c.channel().await);
+        let rx = client
+            .subscribe(ReceiverStream::new(out))
+            .await
+            .unwrap()
+            .into_inner();
+        Stream { tx, rx }
+    }
+
+    async fn next(&mut self) -> Update {
+        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
+            .await
+            .expect("an update in time")
+            .unwrap()
+            .expect("stream open");
+        msg.update.unwrap()
+    }
+
+    async fn ack(&self, version: u64) {
+        self.tx
+            .send(FilterMessage {
+                message: Some(filter_message::Message::Ack(Ack { version })),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn subscribe_gets_a_snapshot_then_deltas_as_bans_happen() {
+    let mut c = Collector::start(|_| {}).await;
+    c.post(
+        "/api/v1/decisions",
+        json!({"target": "203.0.113.0/24", "reason": "scan"}),
+    )
+    .await;
+    let mut s = Stream::open(&c, 0).await;
+    let Update::Snapshot(snap) = s.next().await else {
+        panic!("expected a snapshot")
+    };
+    assert!(snap.first && snap.last);
+    assert_eq!(snap.version, 1);
+    assert_eq!(snap.entries.len(), 1);
+    assert_eq!(
+        (snap.entries[0].address.clone(), snap.entries[0].prefix_len),
+        (vec![203, 0, 113, 0], 24)
+    );
+    s.ack(1).await;
+
+    let (status, body) = c
+        .post(
+            "/api/v1/decisions",
+            json!({"target": "2001:db8::1", "action": "throttle", "ttl": "1h"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        body["propagated"], true,
+        "the ban answered only after it was handed to the stream"
+    );
+    let Update::Delta(d) = s.next().await else {
+        panic!("expected a delta")
+    };
+    assert_eq!((d.from_version, d.version), (1, 2));
+    assert_eq!(d.upserts.len(), 1);
+    assert_eq!(d.upserts[0].action, Action::Throttle as i32);
+    assert_eq!(d.upserts[0].prefix_len, 128);
+    assert!(d.upserts[0].expires_at_ms > 0);
+
+    c.delete("/api/v1/decisions?target=203.0.113.0/24&reason=done")
+        .await;
+    let Update::Delta(d) = s.next().await else {
+        panic!("expected a delta")
+    };
+    assert_eq!((d.from_version, d.version, d.removals.len()), (2, 3, 1));
+    s.ack(3).await;
+
+    // The ack shows up in the filters list.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = c.get("/api/v1/filters").await;
+        if body["filters"][0]["version_acked"] == 3 {
+            assert_eq!(body["filters"][0]["node_id"], "envoy-test");
+            assert_eq!(body["filters"][0]["version_sent"], 3);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ack not recorded: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn reconnecting_with_a_known_version_gets_only_deltas() {
+    let mut c = Collector::start(|_| {}).await;
+    for t in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        c.post("/api/v1/decisions", json!({"target": t})).await;
+    }
+    let mut s = Stream::open(&c, 2).await;
+    let Update::Delta(d) = s.next().await else {
+        panic!("expected a delta")
+    };
+    assert_eq!((d.from_version, d.version), (2, 3));
+    assert_eq!(d.upserts.len(), 1);
+    assert_eq!(d.upserts[0].address, vec![192, 0, 2, 3]);
+
+    let mut s = Stream::open(&c, 3).await;
+    let Update::Delta(d) = s.next().await else {
+        panic!("expected an empty delta")
+    };
+    assert_eq!((d.from_version, d.version, d.upserts.len()), (3, 3, 0));
+
+    let mut s = Stream::open(&c, 77).await;
+    let Update::Snapshot(snap) = s.next().await else {
+        panic!("unknown version → snapshot")
+    };
+    assert_eq!((snap.version, snap.entries.len()), (3, 3));
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn expiry_pushes_a_removal() {
+    let mut c = Collector::start(|_| {}).await;
+    let mut s = Stream::open(&c, 0).await;
+    let Update::Snapshot(_) = s.next().await else {
+        panic!("snapshot")
+    };
+    c.post(
+        "/api/v1/decisions",
+        json!({"target": "192.0.2.77", "ttl": "1s"}),
+    )
+    .await;
+    let Update::Delta(d) = s.next().await else {
+        panic!("delta")
+    };
+    assert_eq!(d.upserts.len(), 1);
+    let Update::Delta(d) = s.next().await else {
+        panic!("delta")
+    };
+    assert_eq!((d.version, d.removals.len()), (2, 1));
+    let (_, audit) = c.get("/api/v1/audit").await;
+    assert_eq!(audit["entries"][0]["operation"], "expire");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn bulk_loads_arrive_as_a_chunked_snapshot() {
+    let mut c = Collector::start(|cfg| cfg.decisions.snapshot_chunk_entries = 100).await;
+    let mut s = Stream::open(&c, 0).await;
+    let Update::Snapshot(_) = s.next().await else {
+        panic!("snapshot")
+    };
+    let targets: Vec<String> = (0..250)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let (status, body) = c
+        .post(
+            "/api/v1/decisions/bulk",
+            json!({"targets": targets, "origin": "list:feed.txt"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["added"], 250);
+    let mut total = 0;
+    for i in 0..3 {
+        let Update::Snapshot(chunk) = s.next().await else {
+            panic!("snapshot chunk")
+        };
+        assert_eq!(chunk.version, 1);
+        assert_eq!(chunk.first, i == 0);
+        assert_eq!(chunk.last, i == 2);
+        total += chunk.entries.len();
+    }
+    assert_eq!(total, 250);
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_keeps_data() {
+    let mut c = Collector::start(|_| {}).await;
+    let mut client = c.audit_client().await;
+    client.export(batch(vec![record(1)])).await.unwrap();
+    let mut s = Stream::open(&c, 0).await;
+    let Update::Snapshot(_) = s.next().await else {
+        panic!("snapshot")
+    };
+    c.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message())
+        .await
+        .expect("stream ended");
+    assert!(matches!(end, Ok(None) | Err(_)));
+}
