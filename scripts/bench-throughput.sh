@@ -33,8 +33,9 @@ run_variant() { # $1 = with|without; prints requests/s
   local variant=$1 admin listener flag=() pid rps
   admin=$(free_port); listener=$(free_port)
   [ "$variant" = without ] && flag=(--without-filter)
-  scripts/render-envoy.sh bench "$admin" "$listener" "$upstream_port" "$grpc_port" "$wasm" '{}' "${flag[@]}" \
-    > "$work/envoy-$variant.yaml"
+  scripts/render-envoy.sh envoy/envoy.yaml.tmpl NODE_ID=bench ADMIN_PORT="$admin" LISTENER_PORT="$listener" \
+    UPSTREAM_PORT="$upstream_port" COLLECTOR_GRPC_PORT="$grpc_port" WASM_PATH="$wasm" FILTER_CONFIG='{}' \
+    "${flag[@]}" > "$work/envoy-$variant.yaml"
   .venv/bin/envoy -c "$work/envoy-$variant.yaml" --concurrency 1 --disable-hot-restart --log-level warn \
     2>>"$work/envoy-$variant.log" &
   pid=$!

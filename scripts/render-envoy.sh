@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Renders envoy/envoy.yaml.tmpl to stdout.
-# Usage: render-envoy.sh NODE_ID ADMIN_PORT LISTENER_PORT UPSTREAM_PORT COLLECTOR_GRPC_PORT WASM_PATH FILTER_CONFIG [--without-filter]
+# Renders an Envoy bootstrap template to stdout, replacing each ${NAME} with its value.
+# Usage: render-envoy.sh TEMPLATE NAME=VALUE... [--without-filter]
+# --without-filter drops the block between "# BEGIN warden-filter" and "# END warden-filter"
+# (benchmarks use it to measure Envoy without the filter).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ $# -ge 7 ] || { echo "usage: $0 NODE_ID ADMIN_PORT LISTENER_PORT UPSTREAM_PORT COLLECTOR_GRPC_PORT WASM_PATH FILTER_CONFIG [--without-filter]" >&2; exit 2; }
-strip=()
-[ "${8:-}" = "--without-filter" ] && strip=(-e '/# BEGIN warden-filter/,/# END warden-filter/d')
-sed "${strip[@]}" \
-    -e "s|\${NODE_ID}|$1|" \
-    -e "s|\${ADMIN_PORT}|$2|" \
-    -e "s|\${LISTENER_PORT}|$3|" \
-    -e "s|\${UPSTREAM_PORT}|$4|" \
-    -e "s|\${COLLECTOR_GRPC_PORT}|$5|" \
-    -e "s|\${WASM_PATH}|$6|" \
-    -e "s|\${FILTER_CONFIG}|$7|" \
-    envoy/envoy.yaml.tmpl
+[ $# -ge 1 ] || { echo "usage: $0 TEMPLATE NAME=VALUE... [--without-filter]" >&2; exit 2; }
+template=$1; shift
+[ -f "$template" ] || { echo "render-envoy: no template at $template" >&2; exit 1; }
+TEMPLATE="$template" python3 - "$@" <<'PY'
+import os, re, sys
+text = open(os.environ["TEMPLATE"]).read()
+values = {}
+for arg in sys.argv[1:]:
+    if arg == "--without-filter":
+        text = re.sub(r"\n[ \t]*# BEGIN warden-filter.*?# END warden-filter[^\n]*", "", text, flags=re.S)
+        continue
+    name, sep, value = arg.partition("=")
+    if not sep:
+        sys.exit(f"render-envoy: {arg!r} is not NAME=VALUE")
+    values[name] = value
+missing = sorted(set(re.findall(r"\$\{([A-Z_]+)\}", text)) - values.keys())
+if missing:
+    sys.exit(f"render-envoy: no value for {', '.join(missing)} in {os.environ['TEMPLATE']}")
+sys.stdout.write(re.sub(r"\$\{([A-Z_]+)\}", lambda m: values[m.group(1)], text))
+PY

@@ -224,9 +224,10 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// Prints a child's log under a heading when the current test is failing.
+/// Prints a child's log under a heading when the current test is failing, or always when
+/// `WARDEN_TEST_SHOW_LOGS` is set (for looking into a passing test).
 pub(crate) fn print_log_if_panicking(what: &str, log: &Path) {
-    if std::thread::panicking() {
+    if std::thread::panicking() || std::env::var_os("WARDEN_TEST_SHOW_LOGS").is_some() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         eprintln!(
             "===== {what} log ({}) =====\n{text}\n===== end of {what} log =====",

@@ -29,11 +29,46 @@ impl Stack {
         let mut options = EnvoyOptions::new(collector.grpc, upstream);
         configure(&mut options);
         let envoy = Envoy::start(options).await;
-        Stack {
+        let stack = Stack {
             collector,
             envoy,
             upstream,
-        }
+        };
+        stack.wait_for_filters().await;
+        stack
+    }
+
+    /// Waits until every filter VM that enforces (the main thread's and one per worker) has
+    /// subscribed to the deny list and acknowledged the collector's current version, so a test
+    /// that bans or attacks measures the push, not the filter's start-up.
+    pub async fn wait_for_filters(&self) {
+        let expected = self.envoy.options.concurrency as usize + 1;
+        let url = format!("{}/api/v1/filters", self.collector.base_url());
+        let node = self.envoy.options.node_id.clone();
+        eventually(
+            &format!("{expected} filters of {node} subscribed"),
+            || async {
+                let body = self.collector.get_json(&url).await?;
+                let version = body["version"].as_u64();
+                let filters: Vec<&Value> = body["filters"]
+                    .as_array()
+                    .map(|all| {
+                        all.iter()
+                            .filter(|f| f["node_id"] == node.as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let acked = filters
+                    .iter()
+                    .all(|f| f["version_acked"].as_u64() == version);
+                if filters.len() >= expected && acked {
+                    Ok(())
+                } else {
+                    Err(format!("{body}"))
+                }
+            },
+        )
+        .await;
     }
 
     /// Waits until the records matching `query` number exactly `count`, and returns them.
