@@ -55,11 +55,11 @@ pub fn uint(path: &[&str]) -> Option<u64> {
     int(path).map(|v| v as u64)
 }
 
-/// A request header (in `on_log` Envoy still serves the request headers).
-pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
+/// Every request header in one host call (lower-case names; HTTP/1 `Host` is `:authority`).
+/// One call that returns them all is much cheaper than one call per header or attribute:
+/// each host call crosses into Envoy and back, and each returned value is copied into the VM.
+pub fn request_headers() -> Vec<(String, String)> {
+    hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default()
 }
 
 /// Envoy's node id: the `xds.node` attribute (Envoy 1.40 answers `xds.node.id`; the older

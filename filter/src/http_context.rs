@@ -24,6 +24,8 @@ pub struct WardenHttp {
     state: Option<Rc<RefCell<State>>>,
     /// Set when Warden answered the request itself; becomes the record's decision.
     block: Option<Match>,
+    /// `source.address`, read once for the deny-list check and reused by the record.
+    source_address: Option<String>,
 }
 
 /// Parses `source.address` (`1.2.3.4:5`, `[::1]:5`, or a bare address).
@@ -36,14 +38,6 @@ fn parse_ip(address: &str) -> Option<IpAddr> {
         .map(denylist::canonical)
 }
 
-/// The address part of `source.address`, as text.
-fn address_only(address: &str) -> String {
-    match address.parse::<SocketAddr>() {
-        Ok(s) => s.ip().to_string(),
-        Err(_) => address.to_string(),
-    }
-}
-
 impl WardenHttp {
     /// A context sharing the root's configuration and state.
     pub fn new(config: Option<Rc<Config>>, state: Option<Rc<RefCell<State>>>) -> Self {
@@ -51,38 +45,39 @@ impl WardenHttp {
             config,
             state,
             block: None,
+            source_address: None,
         }
     }
 
-    fn facts(config: &Config) -> RequestFacts {
-        let mut headers = Vec::new();
-        let mut wanted: Vec<&str> = vec!["x-forwarded-for", "authorization"];
-        wanted.extend(config.record.captured_headers.iter().map(String::as_str));
-        if !config.identity.api_key_header.is_empty() {
-            wanted.push(&config.identity.api_key_header);
-        }
-        if !config.identity.ext_authz_user_header.is_empty() {
-            wanted.push(&config.identity.ext_authz_user_header);
-        }
-        for name in wanted {
-            if let Some(v) = host::request_header(name) {
-                headers.push((name.to_string(), v));
-            }
-        }
+    /// Gathers the request's attributes. Host calls are the filter's main per-request cost, so
+    /// the request headers come in one call (authority, method, path, user agent, request id
+    /// are headers too) and `source.address` is reused from the deny-list check.
+    fn facts(source_address: Option<String>) -> RequestFacts {
+        let headers = host::request_headers();
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let source = source_address.unwrap_or_else(|| host::string(&["source", "address"]));
+        let (client_address, client_port) = match source.parse::<SocketAddr>() {
+            Ok(s) => (s.ip().to_string(), u32::from(s.port())),
+            Err(_) => (source, 0),
+        };
         let time_ns = host::int(&["request", "time"]).unwrap_or(0);
         let duration_ns = host::int(&["request", "duration"]).unwrap_or(0);
         RequestFacts {
             time_ms: time_ns / 1_000_000,
-            request_id: host::string(&["request", "id"]),
-            client_address: address_only(&host::string(&["source", "address"])),
-            client_port: host::int(&["source", "port"])
-                .and_then(|p| u32::try_from(p).ok())
-                .unwrap_or(0),
+            request_id: header("x-request-id"),
+            client_address,
+            client_port,
             tls_sni: host::string(&["connection", "requested_server_name"]),
             tls_version: host::string(&["connection", "tls_version"]),
-            authority: host::string(&["request", "host"]),
-            method: host::string(&["request", "method"]),
-            path: host::string(&["request", "path"]),
+            authority: header(":authority"),
+            method: header(":method"),
+            path: header(":path"),
             protocol: host::string(&["request", "protocol"]),
             status: host::int(&["response", "code"])
                 .and_then(|c| u32::try_from(c).ok())
@@ -95,7 +90,7 @@ impl WardenHttp {
             duration_us: u64::try_from(duration_ns / 1000).unwrap_or(0),
             request_bytes: host::uint(&["request", "total_size"]).unwrap_or(0),
             response_bytes: host::uint(&["response", "total_size"]).unwrap_or(0),
-            user_agent: host::string(&["request", "useragent"]),
+            user_agent: header("user-agent"),
             headers,
         }
     }
@@ -112,12 +107,21 @@ impl WardenHttp {
                 .then(|| facts.header(name).map(str::to_string))
                 .flatten()
         };
+        // A peer certificate needs TLS: on plaintext connections skip four host calls.
+        let tls = !facts.tls_version.is_empty();
+        let cert = |field: &str| {
+            if tls {
+                host::string(&["connection", field])
+            } else {
+                String::new()
+            }
+        };
         IdentityFacts {
             jwt_claims,
-            cert_uri_san: host::string(&["connection", "uri_san_peer_certificate"]),
-            cert_dns_san: host::string(&["connection", "dns_san_peer_certificate"]),
-            cert_subject: host::string(&["connection", "subject_peer_certificate"]),
-            cert_fingerprint: host::string(&["connection", "sha256_peer_certificate_digest"]),
+            cert_uri_san: cert("uri_san_peer_certificate"),
+            cert_dns_san: cert("dns_san_peer_certificate"),
+            cert_subject: cert("subject_peer_certificate"),
+            cert_fingerprint: cert("sha256_peer_certificate_digest"),
             authorization: facts.header("authorization").map(str::to_string),
             api_key: header(&id.api_key_header),
             ext_authz_user: header(&id.ext_authz_user_header),
@@ -135,7 +139,10 @@ impl HttpContext for WardenHttp {
         if !config.deny_list.enabled {
             return Action::Continue;
         }
-        let Some(ip) = parse_ip(&host::string(&["source", "address"])) else {
+        let source = host::string(&["source", "address"]);
+        let ip = parse_ip(&source);
+        self.source_address = Some(source);
+        let Some(ip) = ip else {
             return Action::Continue;
         };
         let now = host::now_ms();
@@ -195,7 +202,7 @@ impl HttpContext for WardenHttp {
         let (Some(config), Some(state)) = (&self.config, &self.state) else {
             return;
         };
-        let facts = Self::facts(config);
+        let facts = Self::facts(self.source_address.take());
         let id_facts = Self::identity_facts(config, &facts);
         let principal = identity::principal(&id_facts, &config.identity);
         let decision = match &self.block {
@@ -247,6 +254,5 @@ mod tests {
         );
         assert_eq!(parse_ip("10.0.0.1"), Some("10.0.0.1".parse().unwrap()));
         assert_eq!(parse_ip("pipe"), None);
-        assert_eq!(address_only("[::1]:80"), "::1");
     }
 }

@@ -110,6 +110,24 @@ fn warden(collector: &Collector, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8")
 }
 
+/// Waits until the rule-decision history of `ip` satisfies `done`, and returns it. The history
+/// row is written right after the ban is pushed, so it may trail the block a client sees.
+async fn wait_rule_decisions(
+    collector: &Collector,
+    ip: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    eventually(&format!("the rule decisions of {ip}"), || async {
+        let all = rule_decisions(collector, ip).await;
+        if done(&all) {
+            Ok(all)
+        } else {
+            Err(format!("{all:#?}"))
+        }
+    })
+    .await
+}
+
 async fn rule_decisions(collector: &Collector, ip: &str) -> Vec<Value> {
     let v = collector
         .get_json(&format!(
@@ -181,9 +199,15 @@ async fn a_404_scanner_is_blocked() {
         through.len() >= 20 && through.iter().all(|s| *s == 404),
         "{through:?}"
     );
-    let d = rule_decisions(&stack.collector, "127.0.0.53").await;
-    assert_eq!(d[0]["rule"], "scanner-404");
-    assert_eq!(d[0]["outcome"], "banned");
+    let d = wait_rule_decisions(&stack.collector, "127.0.0.53", |d| {
+        d.iter().any(|d| d["rule"] == "scanner-404")
+    })
+    .await;
+    let scanner = d
+        .iter()
+        .find(|d| d["rule"] == "scanner-404")
+        .expect("found");
+    assert_eq!(scanner["outcome"], "banned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,7 +220,7 @@ async fn a_rate_rule_throttles_with_429() {
         through.len()
     );
     assert!(through.len() > 20, "{}", through.len());
-    let d = rule_decisions(&stack.collector, "127.0.0.54").await;
+    let d = wait_rule_decisions(&stack.collector, "127.0.0.54", |d| !d.is_empty()).await;
     assert_eq!(d[0]["rule"], "api-rate");
     assert_eq!(d[0]["action"], "throttle");
 }
@@ -238,11 +262,14 @@ async fn a_repeat_offender_is_banned_for_longer() {
     // The 2 s ban expires; the next offence is the second within the escalation period.
     until_status(&stack.envoy, &client, "/status/401", &[], 401, 20_000).await;
     until_status(&stack.envoy, &client, "/status/401", &[], 403, 500).await;
-    let bans: Vec<Value> = rule_decisions(&stack.collector, "127.0.0.56")
-        .await
-        .into_iter()
-        .filter(|d| d["outcome"] == "banned")
-        .collect();
+    let banned = |d: &Value| d["outcome"] == "banned";
+    let bans: Vec<Value> = wait_rule_decisions(&stack.collector, "127.0.0.56", |d| {
+        d.iter().filter(|d| banned(d)).count() >= 2
+    })
+    .await
+    .into_iter()
+    .filter(banned)
+    .collect();
     assert_eq!(bans.len(), 2, "{bans:?}");
     // Newest first.
     assert_eq!(bans[1]["ttl_ms"], 2000);
