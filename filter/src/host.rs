@@ -55,6 +55,13 @@ pub fn uint(path: &[&str]) -> Option<u64> {
     int(path).map(|v| v as u64)
 }
 
+/// One request header, when present.
+pub fn request_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+}
+
 /// Every request header in one host call (lower-case names; HTTP/1 `Host` is `:authority`).
 /// One call that returns them all is much cheaper than one call per header or attribute:
 /// each host call crosses into Envoy and back, and each returned value is copied into the VM.

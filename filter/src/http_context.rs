@@ -26,6 +26,9 @@ pub struct WardenHttp {
     block: Option<Match>,
     /// `source.address`, read once for the deny-list check and reused by the record.
     source_address: Option<String>,
+    /// The ext_authz identity header as the client sent it (see
+    /// [`identity::authorizer_identity`]).
+    sent_identity_header: Option<String>,
 }
 
 /// Parses `source.address` (`1.2.3.4:5`, `[::1]:5`, or a bare address).
@@ -46,6 +49,7 @@ impl WardenHttp {
             state,
             block: None,
             source_address: None,
+            sent_identity_header: None,
         }
     }
 
@@ -95,7 +99,11 @@ impl WardenHttp {
         }
     }
 
-    fn identity_facts(config: &Config, facts: &RequestFacts) -> IdentityFacts {
+    fn identity_facts(
+        config: &Config,
+        facts: &RequestFacts,
+        sent_identity_header: Option<&str>,
+    ) -> IdentityFacts {
         let id = &config.identity;
         // The whole `metadata` attribute is the typed `Metadata` message; deeper paths come back
         // in the untyped pairs encoding (numbers and strings indistinguishable), so read it whole.
@@ -124,7 +132,10 @@ impl WardenHttp {
             cert_fingerprint: cert("sha256_peer_certificate_digest"),
             authorization: facts.header("authorization").map(str::to_string),
             api_key: header(&id.api_key_header),
-            ext_authz_user: header(&id.ext_authz_user_header),
+            ext_authz_user: identity::authorizer_identity(
+                sent_identity_header,
+                header(&id.ext_authz_user_header).as_deref(),
+            ),
         }
     }
 }
@@ -136,6 +147,10 @@ impl HttpContext for WardenHttp {
         let (Some(config), Some(state)) = (&self.config, &self.state) else {
             return Action::Continue;
         };
+        let identity_header = &config.identity.ext_authz_user_header;
+        if !identity_header.is_empty() {
+            self.sent_identity_header = host::request_header(identity_header);
+        }
         if !config.deny_list.enabled {
             return Action::Continue;
         }
@@ -203,7 +218,7 @@ impl HttpContext for WardenHttp {
             return;
         };
         let facts = Self::facts(self.source_address.take());
-        let id_facts = Self::identity_facts(config, &facts);
+        let id_facts = Self::identity_facts(config, &facts, self.sent_identity_header.as_deref());
         let principal = identity::principal(&id_facts, &config.identity);
         let decision = match &self.block {
             Some(m) => AuthDecision {

@@ -150,6 +150,15 @@ pub fn principal(facts: &IdentityFacts, config: &IdentityConfig) -> Option<Princ
     None
 }
 
+/// The identity an authorizer (ext_authz) put in a request header, given the header's value
+/// when the request arrived (`sent`, before any other filter ran) and when it completed
+/// (`completed`). Only a value Envoy set or changed counts: a client that sends the header
+/// itself must not be able to write the audit trail's principal.
+pub fn authorizer_identity(sent: Option<&str>, completed: Option<&str>) -> Option<String> {
+    let completed = completed.filter(|v| !v.is_empty())?;
+    (sent != Some(completed)).then(|| completed.to_string())
+}
+
 /// The user name of a `Basic` authorization header; the password is never returned.
 pub fn basic_auth_user(authorization: &str) -> Option<String> {
     let (scheme, token) = authorization.trim().split_once(' ')?;
@@ -372,6 +381,25 @@ mod tests {
         assert_eq!(claims["exp"], serde_json::json!(1_700_000_000));
         assert!(claims_from_metadata(&bytes, "other", "jwt_payload").is_none());
         assert!(claims_from_metadata(&[0xff, 0xff], "a", "b").is_none());
+    }
+
+    #[test]
+    fn an_authorizer_identity_counts_only_when_envoy_set_it() {
+        assert_eq!(
+            authorizer_identity(None, Some("alice")),
+            Some("alice".into())
+        );
+        assert_eq!(
+            authorizer_identity(Some("admin"), Some("bob")),
+            Some("bob".into())
+        );
+        assert_eq!(
+            authorizer_identity(Some("admin"), Some("admin")),
+            None,
+            "client-sent"
+        );
+        assert_eq!(authorizer_identity(None, None), None);
+        assert_eq!(authorizer_identity(None, Some("")), None);
     }
 
     #[test]

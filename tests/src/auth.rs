@@ -428,6 +428,7 @@ impl AuthStack {
                 "jwt_extra_claims": ["email", "client_id", "role"],
                 "api_key_header": API_KEY_HEADER,
                 "api_key_secret": api_key_secret,
+                "ext_authz_user_header": "x-auth-user",
             },
         });
         let stack = Stack::start_with(|options| {

@@ -4,6 +4,8 @@
 //! - `GET /anything...` echoes the request (method, path, query, non-secret headers) as JSON.
 //! - `/status/{code}` answers with that status code.
 //! - `/login` answers 401 unless the request carries the demo basic credentials `demo:demo`.
+//! - `/authz/...` is an ext_authz HTTP authorizer for `envoy/auth.yaml.tmpl`: 200 with the
+//!   identity in `x-auth-user` when `x-demo-user` names anyone but `mallory`, else 403.
 //! - every other path answers 200 with a short text body.
 
 use axum::{
@@ -34,6 +36,7 @@ pub fn router() -> Router {
     Router::new()
         .route("/status/{code}", any(status))
         .route("/login", any(login))
+        .route("/authz/{*rest}", any(authorize))
         .route("/anything", any(echo))
         .route("/anything/{*rest}", any(echo))
         .fallback(any(hello))
@@ -80,6 +83,24 @@ async fn login(headers: HeaderMap) -> Response {
             .header(header::WWW_AUTHENTICATE, "Basic realm=\"warden-demo\"")
             .body(Body::from("bad credentials\n"))
             .unwrap_or_else(|_| StatusCode::UNAUTHORIZED.into_response())
+    }
+}
+
+/// The user the demo authorizer refuses.
+const REFUSED_USER: &str = "mallory";
+
+async fn authorize(headers: HeaderMap) -> Response {
+    let user = headers
+        .get("x-demo-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty() && *u != REFUSED_USER);
+    match user {
+        Some(user) => Response::builder()
+            .status(StatusCode::OK)
+            .header("x-auth-user", user)
+            .body(Body::empty())
+            .unwrap_or_else(|_| StatusCode::OK.into_response()),
+        None => (StatusCode::FORBIDDEN, "not authorized\n").into_response(),
     }
 }
 

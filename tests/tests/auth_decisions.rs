@@ -1,6 +1,6 @@
-//! End to end: Envoy's own authentication and authorization filters (jwt_authn, RBAC, basic_auth,
-//! an mTLS listener) decide, and the Warden filter in front of them records who the client was and
-//! what was decided, without ever storing a credential.
+//! End to end: Envoy's own authentication and authorization filters (jwt_authn, RBAC, ext_authz,
+//! basic_auth, an mTLS listener) decide, and the Warden filter in front of them records who the client
+//! was and what was decided, without ever storing a credential.
 //!
 //! Each test first asserts what Envoy answered the client, so a failure there is Envoy's
 //! configuration (`envoy/auth.yaml.tmpl`), and a failure after it is the record.
@@ -464,5 +464,49 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
     assert!(
         found.is_empty(),
         "credentials in the database files: {found:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ext_authz_identities_are_recorded_and_a_client_cannot_forge_one() {
+    let auth = AuthStack::start().await;
+    let client = Client::from("127.0.0.1");
+    let get = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let (client, url) = (&client, auth.url(path));
+        async move { client.get_with(&url, &headers).await.status }
+    };
+    assert_eq!(
+        get("/ext/allowed", vec![("x-demo-user", "dana")]).await,
+        200
+    );
+    assert_eq!(
+        get("/ext/refused", vec![("x-demo-user", "mallory")]).await,
+        403
+    );
+    // The client claims to be "admin"; the authorizer says "erin": only Envoy's word counts.
+    let overridden = vec![("x-demo-user", "erin"), ("x-auth-user", "admin")];
+    assert_eq!(get("/ext/overridden", overridden).await, 200);
+    // Outside ext_authz the header is the client's alone and names nobody.
+    assert_eq!(
+        get("/anything/forged", vec![("x-auth-user", "admin")]).await,
+        200
+    );
+
+    let allowed = record_for(&auth, "/ext/allowed").await;
+    assert_eq!(allowed["principal"], "dana", "{allowed:#}");
+    assert_eq!(allowed["principal_source"], "ext_authz", "{allowed:#}");
+    assert_eq!(allowed["decision"], "allow", "{allowed:#}");
+    assert_eq!(allowed["mechanism"], "ext_authz", "{allowed:#}");
+
+    let refused = record_for(&auth, "/ext/refused").await;
+    assert_denied(&refused, "ext_authz", "authorization", "ext_authz_denied");
+
+    let overridden = record_for(&auth, "/ext/overridden").await;
+    assert_eq!(overridden["principal"], "erin", "{overridden:#}");
+
+    let forged = record_for(&auth, "/anything/forged").await;
+    assert!(
+        forged["principal"].is_null(),
+        "a client-sent identity header counted: {forged:#}"
     );
 }
