@@ -55,18 +55,26 @@ pub fn uint(path: &[&str]) -> Option<u64> {
     int(path).map(|v| v as u64)
 }
 
-/// One request header, when present.
+/// One request header, when present. Header values may hold any byte Envoy accepts (HTTP
+/// allows obs-text, 0x80-0xFF): read them as bytes and convert lossily, because the SDK's
+/// `String` variants unwrap the UTF-8 conversion and a single hostile header would panic the VM.
 pub fn request_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(proxy_wasm::types::MapType::HttpRequestHeaders, name)
+    hostcalls::get_map_value_bytes(proxy_wasm::types::MapType::HttpRequestHeaders, name)
         .ok()
         .flatten()
+        .map(|value| String::from_utf8_lossy(&value).into_owned())
 }
 
 /// Every request header in one host call (lower-case names; HTTP/1 `Host` is `:authority`).
 /// One call that returns them all is much cheaper than one call per header or attribute:
 /// each host call crosses into Envoy and back, and each returned value is copied into the VM.
+/// Values are converted lossily, as in [`request_header`]; names are tokens, always ASCII.
 pub fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(proxy_wasm::types::MapType::HttpRequestHeaders).unwrap_or_default()
+    hostcalls::get_map_bytes(proxy_wasm::types::MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect()
 }
 
 /// Envoy's node id: the `xds.node` attribute (Envoy 1.40 answers `xds.node.id`; the older

@@ -200,13 +200,11 @@ impl Context for WardenRoot {
         // INVALID_ARGUMENT) is retried, since the collector dedups by (identity, sequence).
         let ok = status_code == 0;
         if !ok {
-            let (_, message) = hostcalls::get_grpc_status().unwrap_or((status_code, None));
+            // The status message is not read: the SDK's get_grpc_status unwraps its UTF-8
+            // conversion, and the collector logs the reason of every refusal anyway.
             host::log(
                 LogLevel::Debug,
-                &format!(
-                    "Export failed: status {status_code} {}",
-                    message.unwrap_or_default()
-                ),
+                &format!("Export failed: gRPC status {status_code}"),
             );
         }
         let now = host::now_ms();

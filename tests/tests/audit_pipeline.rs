@@ -439,3 +439,45 @@ async fn auth_failures_are_shipped_without_waiting_for_the_flush_interval() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_value_that_is_not_utf8_is_recorded_and_the_filter_keeps_enforcing() {
+    // HTTP allows obs-text (bytes 0x80-0xFF) in header values; Envoy passes them on. A filter
+    // that expects UTF-8 would panic here, and with it every later record and block.
+    let stack = Stack::start().await;
+    let client = Client::from("127.0.0.43");
+    let hostile = reqwest::header::HeaderValue::from_bytes(b"bad\xff\xfeagent").unwrap();
+    let request = client
+        .inner()
+        .get(stack.envoy.url("/anything/hostile"))
+        .header("user-agent", hostile.clone())
+        .header("x-forwarded-for", hostile);
+    assert_eq!(client.send(request).await.unwrap().status, 200);
+
+    let records = stack.wait_for_records("ip=127.0.0.43", 1).await;
+    let user_agent = records[0]["user_agent"].as_str().unwrap();
+    assert!(
+        user_agent.starts_with("bad") && user_agent.ends_with("agent"),
+        "{user_agent:?}"
+    );
+
+    let output = stack.collector.cli(&["ban", "127.0.0.43"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eventually(
+        "the ban to be enforced after the hostile request",
+        || async {
+            match client
+                .try_get_with(&stack.envoy.url("/anything/after"), &[])
+                .await
+            {
+                Ok(response) if response.status == 403 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
