@@ -110,6 +110,8 @@ pub struct Outcome {
     pub failed: u64,
     /// Records dropped because re-queueing overflowed the buffer.
     pub dropped: u64,
+    /// Records of a batch the collector refused as invalid (dropped, not retried).
+    pub rejected: u64,
 }
 
 /// The pending buffer, in-flight calls and retry state of one VM.
@@ -249,6 +251,20 @@ impl Shipper {
         self.requeue(batch, now_ms)
     }
 
+    /// Call `token` was refused as invalid (gRPC INVALID_ARGUMENT): the same records would be
+    /// refused again, and retrying them at the front of the buffer would hold back every record
+    /// behind them, so the batch is dropped and counted.
+    pub fn rejected(&mut self, token: u32) -> Outcome {
+        let Some(batch) = self.in_flight.remove(&token) else {
+            return Outcome::default();
+        };
+        self.backoff.succeed();
+        Outcome {
+            rejected: batch.len() as u64,
+            ..Outcome::default()
+        }
+    }
+
     /// A batch that could not be sent (dispatch refused or call failed) goes back to the front.
     pub fn requeue(&mut self, batch: Batch, now_ms: u64) -> Outcome {
         self.backoff.fail(now_ms);
@@ -371,6 +387,25 @@ mod tests {
         assert!(s.has_urgent());
         assert!(s.next_batch(50).is_none(), "backoff first");
         assert_eq!(seqs(&s.next_batch(110).unwrap()), vec![1]);
+    }
+
+    #[test]
+    fn a_rejected_batch_is_dropped_not_retried() {
+        let mut s = Shipper::new(&cfg(), 16384, 0);
+        for i in 0..3 {
+            s.push(record(&format!("/{i}")));
+        }
+        let b = s.next_batch(0).unwrap();
+        s.dispatched(9, b);
+        s.push(record("/next"));
+        let outcome = s.rejected(9);
+        assert_eq!(outcome.rejected, 3);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(
+            seqs(&s.next_batch(1000).unwrap()),
+            vec![4],
+            "the next records go on"
+        );
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub struct Metrics {
     records_sent: Option<u32>,
     records_failed: Option<u32>,
     records_dropped: Option<u32>,
+    records_rejected: Option<u32>,
     batches_sent: Option<u32>,
     batches_failed: Option<u32>,
     requests_blocked: Option<u32>,
@@ -107,6 +108,8 @@ pub enum Counter {
     RecordsFailed,
     /// Records dropped from the full pending buffer.
     RecordsDropped,
+    /// Records of batches the collector refused as invalid (dropped, not retried).
+    RecordsRejected,
     /// Export calls acknowledged.
     BatchesSent,
     /// Export calls failed or refused.
@@ -149,6 +152,7 @@ impl Metrics {
             records_sent: define(Counter, "warden.records_sent"),
             records_failed: define(Counter, "warden.records_failed"),
             records_dropped: define(Counter, "warden.records_dropped"),
+            records_rejected: define(Counter, "warden.records_rejected"),
             batches_sent: define(Counter, "warden.batches_sent"),
             batches_failed: define(Counter, "warden.batches_failed"),
             requests_blocked: define(Counter, "warden.requests_blocked"),
@@ -168,6 +172,7 @@ impl Metrics {
             Counter::RecordsSent => self.records_sent,
             Counter::RecordsFailed => self.records_failed,
             Counter::RecordsDropped => self.records_dropped,
+            Counter::RecordsRejected => self.records_rejected,
             Counter::BatchesSent => self.batches_sent,
             Counter::BatchesFailed => self.batches_failed,
             Counter::RequestsBlocked => self.requests_blocked,

@@ -26,6 +26,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// How often expired deny-list entries are purged (lookups ignore them in between).
 const PURGE_EVERY_MS: u64 = 10_000;
 const AUDIT_SERVICE: &str = "warden.v1.AuditService";
+const GRPC_OK: u32 = 0;
+const GRPC_INVALID_ARGUMENT: u32 = 3;
 const DENYLIST_SERVICE: &str = "warden.v1.DenyListService";
 
 /// State shared between the root context and the HTTP contexts of one VM.
@@ -87,6 +89,7 @@ impl WardenRoot {
         metrics.add(Counter::RecordsFailed, outcome.failed);
         metrics.add(Counter::BatchesFailed, u64::from(outcome.failed > 0));
         metrics.add(Counter::RecordsDropped, outcome.dropped);
+        metrics.add(Counter::RecordsRejected, outcome.rejected);
     }
 
     /// Sends every batch that is due, up to the in-flight cap.
@@ -196,19 +199,30 @@ impl Context for WardenRoot {
             return;
         };
         let mut state = state.borrow_mut();
-        // Only gRPC OK means the batch is committed; anything else (UNAVAILABLE, a timeout,
-        // INVALID_ARGUMENT) is retried, since the collector dedups by (identity, sequence).
-        let ok = status_code == 0;
-        if !ok {
-            // The status message is not read: the SDK's get_grpc_status unwraps its UTF-8
-            // conversion, and the collector logs the reason of every refusal anyway.
-            host::log(
-                LogLevel::Debug,
-                &format!("Export failed: gRPC status {status_code}"),
-            );
-        }
+        // Only gRPC OK means the batch is committed. INVALID_ARGUMENT would come back for the
+        // same records every time, so that batch is dropped and counted; anything else
+        // (UNAVAILABLE, a timeout, UNAUTHENTICATED) is retried, since the collector dedups by
+        // (identity, sequence).
         let now = host::now_ms();
-        let outcome = state.shipper.completed(token_id, ok, now);
+        let outcome = match status_code {
+            GRPC_OK => state.shipper.completed(token_id, true, now),
+            GRPC_INVALID_ARGUMENT => {
+                // The status message is not read: the SDK's get_grpc_status unwraps its UTF-8
+                // conversion; the collector logs the reason of every refusal.
+                host::log(
+                    LogLevel::Error,
+                    "the collector refused a batch as invalid (see its log); dropping it",
+                );
+                state.shipper.rejected(token_id)
+            }
+            _ => {
+                host::log(
+                    LogLevel::Debug,
+                    &format!("Export failed: gRPC status {status_code}; will retry"),
+                );
+                state.shipper.completed(token_id, false, now)
+            }
+        };
         Self::record_outcome(&state.metrics, outcome);
         // Urgent records that gathered while this call was in flight leave now.
         if let Some(config) = self.config.clone().filter(|_| state.shipper.has_urgent()) {
