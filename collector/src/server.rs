@@ -37,7 +37,7 @@ const GRPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    #[error("cannot listen for {what} on {addr}")]
     Bind {
         /// `gRPC` or `HTTP`.
         what: &'static str,
@@ -53,7 +53,7 @@ pub enum ServeError {
     #[error("invalid rules, not starting:\n{0}")]
     Rules(#[from] warden_rules::RulesErrors),
     /// The ready file could not be written.
-    #[error("cannot write the ready file {path}: {source}")]
+    #[error("cannot write the ready file {path}")]
     ReadyFile {
         /// The file.
         path: PathBuf,
