@@ -481,3 +481,70 @@ async fn a_header_value_that_is_not_utf8_is_recorded_and_the_filter_keeps_enforc
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_follows_the_configuration_and_secrets_never_reach_storage() {
+    // Redact mode: only `page` keeps its value; a path pattern hides the reset code; the header
+    // allowlist asks for credentials too, which are never captured whatever it says.
+    let redacting = Stack::start_with(|options| {
+        options.filter_config = json!({
+            "batch": { "flush_interval_ms": 100 },
+            "record": {
+                "query_string": "redact",
+                "kept_query_params": ["page"],
+                "captured_headers": ["x-tenant", "authorization", "cookie"],
+                "path_scrub_patterns": ["/reset/{code}"],
+            },
+        });
+    })
+    .await;
+    let client = Client::from("127.0.0.44");
+    let response = client
+        .get_with(
+            &redacting
+                .envoy
+                .url("/reset/rc-31337?page=2&q=term-4242&access_token=tok-999"),
+            &[
+                ("x-tenant", "acme"),
+                ("authorization", "Bearer tok-hdr-888"),
+                ("cookie", "session=ck-777"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let record = redacting
+        .wait_for_records("ip=127.0.0.44", 1)
+        .await
+        .remove(0);
+    let path = record["path"].as_str().unwrap();
+    assert!(path.starts_with("/reset/{code}?page=2&q="), "{path}");
+    assert_eq!(
+        record["captured_headers"],
+        json!({ "x-tenant": "acme" }),
+        "{record}"
+    );
+    scan_database_for(
+        &redacting.collector,
+        &["rc-31337", "term-4242", "tok-999", "tok-hdr-888", "ck-777"],
+    );
+
+    // Keep mode keeps ordinary parameters, but never a secret one.
+    let keeping = Stack::start_with(|options| {
+        options.filter_config = json!({
+            "batch": { "flush_interval_ms": 100 },
+            "record": { "query_string": "keep" },
+        });
+    })
+    .await;
+    let response = client
+        .get(&keeping.envoy.url("/search?q=visible-term&password=pw-555"))
+        .await;
+    assert_eq!(response.status, 200);
+    let record = keeping.wait_for_records("ip=127.0.0.44", 1).await.remove(0);
+    let path = record["path"].as_str().unwrap();
+    assert!(
+        path.starts_with("/search?q=visible-term&password="),
+        "{path}"
+    );
+    scan_database_for(&keeping.collector, &["pw-555"]);
+}
