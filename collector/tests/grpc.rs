@@ -5,129 +5,41 @@
 // Helpers outside #[test] functions are test code too; a panic is the failure report here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Collector, Stream, identity};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use warden_collector::config::{Config, Synchronous};
-use warden_collector::server::{Bound, serve};
 use warden_proto::pb::audit_service_client::AuditServiceClient;
-use warden_proto::pb::deny_list_service_client::DenyListServiceClient;
-use warden_proto::pb::{
-    AccessRecord, Ack, Action, DenyListUpdate, ExportRequest, FilterIdentity, FilterMessage,
-    SubscribeRequest, deny_list_update::Update, filter_message,
-};
+use warden_proto::pb::{AccessRecord, Action, ExportRequest, deny_list_update::Update};
 
-struct Collector {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), warden_collector::server::ServeError>>>,
-    _dir: tempfile::TempDir,
-    http: reqwest::Client,
+/// A collector with test defaults (no fsync, fast expiry), adjusted by `edit`.
+async fn start(edit: impl FnOnce(&mut Config)) -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.grpc.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.storage.data_dir = dir.path().join("data");
+    config.storage.synchronous = Synchronous::Normal;
+    config.decisions.expiry_interval.0 = Duration::from_millis(100);
+    edit(&mut config);
+    let c = Collector::start(config, dir).await;
+    let ready = c.ready_file();
+    assert_eq!(ready["grpc"], c.bound.grpc.to_string());
+    assert_eq!(ready["http"], c.bound.http.to_string());
+    c
 }
 
-impl Collector {
-    async fn start(edit: impl FnOnce(&mut Config)) -> Collector {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.grpc.listen = "127.0.0.1:0".parse().unwrap();
-        config.http.listen = "127.0.0.1:0".parse().unwrap();
-        config.storage.data_dir = dir.path().join("data");
-        config.storage.synchronous = Synchronous::Normal;
-        config.decisions.expiry_interval.0 = Duration::from_millis(100);
-        edit(&mut config);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            config,
-            Some(dir.path().join("ready.json")),
-            async move {
-                let _ = stopped.await;
-            },
-            move |b| {
-                let _ = bound_tx.send(b);
-            },
-        ));
-        let bound = bound_rx.await.expect("server started");
-        let ready: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join("ready.json")).unwrap())
-                .unwrap();
-        assert_eq!(ready["grpc"], bound.grpc.to_string());
-        assert_eq!(ready["http"], bound.http.to_string());
-        Collector {
-            bound,
-            stop: Some(stop),
-            task: Some(task),
-            _dir: dir,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("shut down in time")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.bound.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn audit_client(&self) -> AuditServiceClient<Channel> {
-        AuditServiceClient::new(self.channel().await)
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.bound.http)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self.http.delete(self.url(path)).send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    async fn records(&self, query: &str) -> Vec<Value> {
-        let (status, body) = self.get(&format!("/api/v1/records?{query}")).await;
-        assert_eq!(status, 200, "{body}");
-        body["records"].as_array().unwrap().clone()
-    }
+async fn audit_client(c: &Collector) -> AuditServiceClient<Channel> {
+    AuditServiceClient::new(c.channel().await)
 }
 
-fn identity(worker: u32) -> FilterIdentity {
-    FilterIdentity {
-        node_id: "envoy-test".into(),
-        worker,
-        instance_id: "boot-1".into(),
-        filter_version: "0.1.0".into(),
-    }
+async fn records(c: &Collector, query: &str) -> Vec<Value> {
+    let (status, body) = c.get(&format!("/api/v1/records?{query}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["records"].as_array().unwrap().clone()
 }
 
 fn record(seq: u64) -> AccessRecord {
@@ -156,15 +68,15 @@ fn batch(records: Vec<AccessRecord>) -> ExportRequest {
 
 #[tokio::test]
 async fn a_valid_batch_is_stored_and_queryable() {
-    let mut c = Collector::start(|_| {}).await;
-    let mut client = c.audit_client().await;
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
     let resp = client
         .export(batch(vec![record(1), record(2)]))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((resp.accepted, resp.duplicates), (2, 0));
-    let got = c.records("host=shop.example.com").await;
+    let got = records(&c, "host=shop.example.com").await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[0]["path"], "/items/2");
     assert_eq!(got[0]["filter_node"], "envoy-test");
@@ -174,8 +86,8 @@ async fn a_valid_batch_is_stored_and_queryable() {
 
 #[tokio::test]
 async fn an_invalid_batch_is_refused_whole_with_a_message() {
-    let mut c = Collector::start(|_| {}).await;
-    let mut client = c.audit_client().await;
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
     let mut bad = record(4);
     bad.client_address = "abc".into();
     let err = client
@@ -188,19 +100,19 @@ async fn an_invalid_batch_is_refused_whole_with_a_message() {
         "records[3].client_address: \"abc\" is not an IP address"
     );
     assert!(
-        c.records("").await.is_empty(),
+        records(&c, "").await.is_empty(),
         "nothing of the batch is stored"
     );
     // Other batches are unaffected.
     client.export(batch(vec![record(1)])).await.unwrap();
-    assert_eq!(c.records("").await.len(), 1);
+    assert_eq!(records(&c, "").await.len(), 1);
     c.stop().await;
 }
 
 #[tokio::test]
 async fn a_retried_batch_is_stored_once() {
-    let mut c = Collector::start(|_| {}).await;
-    let mut client = c.audit_client().await;
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
     client
         .export(batch(vec![record(1), record(2)]))
         .await
@@ -211,14 +123,14 @@ async fn a_retried_batch_is_stored_once() {
         .unwrap()
         .into_inner();
     assert_eq!((resp.accepted, resp.duplicates), (0, 2));
-    assert_eq!(c.records("").await.len(), 2);
+    assert_eq!(records(&c, "").await.len(), 2);
     c.stop().await;
 }
 
 #[tokio::test]
 async fn a_configured_token_is_required() {
-    let mut c = Collector::start(|cfg| cfg.grpc.token = Some("s3cret".into())).await;
-    let mut client = c.audit_client().await;
+    let mut c = start(|cfg| cfg.grpc.token = Some("s3cret".into())).await;
+    let mut client = audit_client(&c).await;
     let err = client.export(batch(vec![record(1)])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(batch(vec![record(1)]));
@@ -230,7 +142,7 @@ async fn a_configured_token_is_required() {
 
 #[tokio::test]
 async fn http_errors_name_the_parameter() {
-    let mut c = Collector::start(|_| {}).await;
+    let mut c = start(|_| {}).await;
     let (status, body) = c.get("/api/v1/records?status=4yy").await;
     assert_eq!(status, 400);
     assert_eq!(
@@ -259,7 +171,7 @@ async fn http_errors_name_the_parameter() {
 
 #[tokio::test]
 async fn a_ban_covered_by_the_allowlist_is_a_conflict() {
-    let mut c = Collector::start(|_| {}).await;
+    let mut c = start(|_| {}).await;
     let (status, _) = c
         .post(
             "/api/v1/allowlist",
@@ -283,54 +195,9 @@ async fn a_ban_covered_by_the_allowlist_is_a_conflict() {
     c.stop().await;
 }
 
-/// A Subscribe stream driven by the test.
-struct Stream {
-    tx: mpsc::Sender<FilterMessage>,
-    rx: tonic::Streaming<DenyListUpdate>,
-}
-
-impl Stream {
-    async fn open(c: &Collector, known_version: u64) -> Stream {
-        let (tx, out) = mpsc::channel(16);
-        tx.send(FilterMessage {
-            message: Some(filter_message::Message::Subscribe(SubscribeRequest {
-                filter: Some(identity(0)),
-                known_version,
-            })),
-        })
-        .await
-        .unwrap();
-        let mut client = DenyListServiceClient::new(c.channel().await);
-        let rx = client
-            .subscribe(ReceiverStream::new(out))
-            .await
-            .unwrap()
-            .into_inner();
-        Stream { tx, rx }
-    }
-
-    async fn next(&mut self) -> Update {
-        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.message())
-            .await
-            .expect("an update in time")
-            .unwrap()
-            .expect("stream open");
-        msg.update.unwrap()
-    }
-
-    async fn ack(&self, version: u64) {
-        self.tx
-            .send(FilterMessage {
-                message: Some(filter_message::Message::Ack(Ack { version })),
-            })
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn subscribe_gets_a_snapshot_then_deltas_as_bans_happen() {
-    let mut c = Collector::start(|_| {}).await;
+    let mut c = start(|_| {}).await;
     c.post(
         "/api/v1/decisions",
         json!({"target": "203.0.113.0/24", "reason": "scan"}),
@@ -398,7 +265,7 @@ async fn subscribe_gets_a_snapshot_then_deltas_as_bans_happen() {
 
 #[tokio::test]
 async fn reconnecting_with_a_known_version_gets_only_deltas() {
-    let mut c = Collector::start(|_| {}).await;
+    let mut c = start(|_| {}).await;
     for t in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
         c.post("/api/v1/decisions", json!({"target": t})).await;
     }
@@ -426,7 +293,7 @@ async fn reconnecting_with_a_known_version_gets_only_deltas() {
 
 #[tokio::test]
 async fn expiry_pushes_a_removal() {
-    let mut c = Collector::start(|_| {}).await;
+    let mut c = start(|_| {}).await;
     let mut s = Stream::open(&c, 0).await;
     let Update::Snapshot(_) = s.next().await else {
         panic!("snapshot")
@@ -451,7 +318,7 @@ async fn expiry_pushes_a_removal() {
 
 #[tokio::test]
 async fn bulk_loads_arrive_as_a_chunked_snapshot() {
-    let mut c = Collector::start(|cfg| cfg.decisions.snapshot_chunk_entries = 100).await;
+    let mut c = start(|cfg| cfg.decisions.snapshot_chunk_entries = 100).await;
     let mut s = Stream::open(&c, 0).await;
     let Update::Snapshot(_) = s.next().await else {
         panic!("snapshot")
@@ -483,16 +350,14 @@ async fn bulk_loads_arrive_as_a_chunked_snapshot() {
 
 #[tokio::test]
 async fn shutdown_ends_open_streams_and_keeps_data() {
-    let mut c = Collector::start(|_| {}).await;
-    let mut client = c.audit_client().await;
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
     client.export(batch(vec![record(1)])).await.unwrap();
     let mut s = Stream::open(&c, 0).await;
     let Update::Snapshot(_) = s.next().await else {
         panic!("snapshot")
     };
     c.stop().await;
-    let end = tokio::time::timeout(Duration::from_secs(5), s.rx.message())
-        .await
-        .expect("stream ended");
+    let end = s.end(Duration::from_secs(5)).await.expect("stream ended");
     assert!(matches!(end, Ok(None) | Err(_)));
 }

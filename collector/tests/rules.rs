@@ -4,21 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::{Collector, Stream, identity};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use warden_collector::config::Config;
-use warden_collector::server::{Bound, ServeError, serve};
+use warden_collector::server::serve;
 use warden_proto::pb::audit_service_client::AuditServiceClient;
-use warden_proto::pb::deny_list_service_client::DenyListServiceClient;
-use warden_proto::pb::{
-    AccessRecord, DenyListUpdate, ExportRequest, FilterIdentity, FilterMessage, SubscribeRequest,
-    deny_list_update::Update, filter_message,
-};
+use warden_proto::pb::{AccessRecord, ExportRequest, deny_list_update::Update};
 
 const BRUTE_FORCE: &str = r#"
 [[rules]]
@@ -31,14 +27,6 @@ action = "deny"
 ban_ttl = "10m"
 "#;
 
-struct Collector {
-    bound: Bound,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
-    dir: tempfile::TempDir,
-    http: reqwest::Client,
-}
-
 fn config_in(dir: &Path, toml: &str) -> Config {
     let path = dir.join("warden.toml");
     let text = format!(
@@ -49,114 +37,44 @@ fn config_in(dir: &Path, toml: &str) -> Config {
     Config::parse(&text, &path).unwrap()
 }
 
-impl Collector {
-    /// `toml` is the top of warden.toml (rules, alerts); `files` are written beside it first.
-    async fn start(toml: &str, files: &[(&str, &str)]) -> Collector {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, text) in files {
-            std::fs::write(dir.path().join(name), text).unwrap();
-        }
-        let config = config_in(dir.path(), toml);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let (bound_tx, bound_rx) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            config,
-            None,
-            async move {
-                let _ = stopped.await;
-            },
-            move |b| {
-                let _ = bound_tx.send(b);
-            },
-        ));
-        let bound = bound_rx.await.expect("server started");
-        Collector {
-            bound,
-            stop: Some(stop),
-            task: Some(task),
-            dir,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
+/// A collector whose warden.toml starts with `toml` (rules, alerts); `files` are written beside
+/// it first.
+async fn start(toml: &str, files: &[(&str, &str)]) -> Collector {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
     }
+    let config = config_in(dir.path(), toml);
+    Collector::start(config, dir).await
+}
 
-    async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("shut down in time")
-                .unwrap()
-                .unwrap();
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.bound.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn export(&self, records: Vec<AccessRecord>) {
-        AuditServiceClient::new(self.channel().await)
-            .export(ExportRequest {
-                filter: Some(identity()),
-                records,
-                dropped_total: 0,
-            })
-            .await
-            .unwrap();
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.bound.http)
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = self.http.get(self.url(path)).send().await.unwrap();
-        assert!(r.status().is_success(), "GET {path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap())
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
-    }
-
-    /// Waits until `GET /api/v1/rule-decisions` lists `n` entries.
-    async fn rule_decisions(&self, n: usize) -> Vec<Value> {
-        eventually(|| async {
-            let v = self.get("/api/v1/rule-decisions").await;
-            let list = v["rule_decisions"].as_array().unwrap().clone();
-            (list.len() == n).then_some(list)
+async fn export(c: &Collector, records: Vec<AccessRecord>) {
+    AuditServiceClient::new(c.channel().await)
+        .export(ExportRequest {
+            filter: Some(identity(0)),
+            records,
+            dropped_total: 0,
         })
         .await
-    }
+        .unwrap();
+}
+
+async fn metric(c: &Collector, name: &str) -> u64 {
+    let text = c.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+/// Waits until `GET /api/v1/rule-decisions` lists `n` entries.
+async fn rule_decisions(c: &Collector, n: usize) -> Vec<Value> {
+    eventually(|| async {
+        let v = c.get_ok("/api/v1/rule-decisions").await;
+        let list = v["rule_decisions"].as_array().unwrap().clone();
+        (list.len() == n).then_some(list)
+    })
+    .await
 }
 
 async fn eventually<T, F, Fut>(mut check: F) -> T
@@ -171,15 +89,6 @@ where
         }
         assert!(Instant::now() < deadline, "gave up waiting");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn identity() -> FilterIdentity {
-    FilterIdentity {
-        node_id: "envoy-test".into(),
-        worker: 0,
-        instance_id: "boot-1".into(),
-        filter_version: "0.1.0".into(),
     }
 }
 
@@ -201,42 +110,6 @@ fn failed_logins(client: &str, first_seq: u64, n: u64) -> Vec<AccessRecord> {
         .collect()
 }
 
-/// A Subscribe stream.
-struct Stream {
-    _tx: mpsc::Sender<FilterMessage>,
-    rx: tonic::Streaming<DenyListUpdate>,
-}
-
-impl Stream {
-    async fn open(c: &Collector) -> Stream {
-        let (tx, out) = mpsc::channel(16);
-        tx.send(FilterMessage {
-            message: Some(filter_message::Message::Subscribe(SubscribeRequest {
-                filter: Some(identity()),
-                known_version: 0,
-            })),
-        })
-        .await
-        .unwrap();
-        let rx = DenyListServiceClient::new(c.channel().await)
-            .subscribe(ReceiverStream::new(out))
-            .await
-            .unwrap()
-            .into_inner();
-        Stream { _tx: tx, rx }
-    }
-
-    async fn next(&mut self) -> Update {
-        tokio::time::timeout(Duration::from_secs(10), self.rx.message())
-            .await
-            .expect("an update in time")
-            .unwrap()
-            .expect("stream open")
-            .update
-            .unwrap()
-    }
-}
-
 #[tokio::test]
 async fn an_invalid_rules_file_stops_startup_listing_every_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,13 +127,13 @@ async fn an_invalid_rules_file_stops_startup_listing_every_error() {
 
 #[tokio::test]
 async fn a_rule_decision_becomes_a_pushed_decision_and_is_explained() {
-    let mut c = Collector::start(BRUTE_FORCE, &[]).await;
-    let mut stream = Stream::open(&c).await;
+    let mut c = start(BRUTE_FORCE, &[]).await;
+    let mut stream = Stream::open(&c, 0).await;
     let Update::Snapshot(_) = stream.next().await else {
         panic!("snapshot first")
     };
-    c.export(failed_logins("203.0.113.7", 1, 4)).await;
-    c.export(failed_logins("203.0.113.7", 5, 3)).await;
+    export(&c, failed_logins("203.0.113.7", 1, 4)).await;
+    export(&c, failed_logins("203.0.113.7", 5, 3)).await;
     let Update::Delta(delta) = stream.next().await else {
         panic!("expected a delta")
     };
@@ -273,7 +146,7 @@ async fn a_rule_decision_becomes_a_pushed_decision_and_is_explained() {
     assert_eq!(entry.origin, "rule:login-brute-force");
     assert!(entry.expires_at_ms > 0);
 
-    let history = c.rule_decisions(1).await;
+    let history = rule_decisions(&c, 1).await;
     let d = &history[0];
     assert_eq!(d["outcome"], "banned");
     assert_eq!(d["threshold"], 5);
@@ -282,11 +155,11 @@ async fn a_rule_decision_becomes_a_pushed_decision_and_is_explained() {
     assert_eq!(d["ttl_ms"], 600_000);
     assert_eq!(d["samples"].as_array().unwrap().len(), 5);
 
-    let explained = c.get("/api/v1/explain?ip=203.0.113.7").await;
+    let explained = c.get_ok("/api/v1/explain?ip=203.0.113.7").await;
     assert_eq!(explained["blocked"], true, "{explained}");
     assert_eq!(explained["decisions"][0]["actor"], "rule:login-brute-force");
     assert_eq!(explained["rule_decisions"][0]["rule"], "login-brute-force");
-    let other = c.get("/api/v1/explain?ip=203.0.113.8").await;
+    let other = c.get_ok("/api/v1/explain?ip=203.0.113.8").await;
     assert_eq!(other["blocked"], false);
     c.stop().await;
 }
@@ -294,14 +167,14 @@ async fn a_rule_decision_becomes_a_pushed_decision_and_is_explained() {
 #[tokio::test]
 async fn a_dry_run_rule_is_recorded_but_not_pushed() {
     let rules = BRUTE_FORCE.replace("ban_ttl = \"10m\"", "ban_ttl = \"10m\"\ndry_run = true");
-    let mut c = Collector::start(&rules, &[]).await;
-    c.export(failed_logins("203.0.113.9", 1, 6)).await;
-    let history = c.rule_decisions(1).await;
+    let mut c = start(&rules, &[]).await;
+    export(&c, failed_logins("203.0.113.9", 1, 6)).await;
+    let history = rule_decisions(&c, 1).await;
     assert_eq!(history[0]["outcome"], "dry_run");
     assert_eq!(history[0]["dry_run"], true);
-    let decisions = c.get("/api/v1/decisions").await;
+    let decisions = c.get_ok("/api/v1/decisions").await;
     assert_eq!(decisions["total"], 0, "{decisions}");
-    let explained = c.get("/api/v1/explain?ip=203.0.113.9").await;
+    let explained = c.get_ok("/api/v1/explain?ip=203.0.113.9").await;
     assert_eq!(explained["blocked"], false);
     assert_eq!(
         explained["would_block_dry_run"][0]["rule"],
@@ -312,7 +185,7 @@ async fn a_dry_run_rule_is_recorded_but_not_pushed() {
 
 #[tokio::test]
 async fn an_allowlisted_target_is_not_banned_and_the_refusal_is_recorded() {
-    let mut c = Collector::start(BRUTE_FORCE, &[]).await;
+    let mut c = start(BRUTE_FORCE, &[]).await;
     let (status, _) = c
         .post(
             "/api/v1/allowlist",
@@ -320,8 +193,8 @@ async fn an_allowlisted_target_is_not_banned_and_the_refusal_is_recorded() {
         )
         .await;
     assert_eq!(status, 201);
-    c.export(failed_logins("203.0.113.20", 1, 5)).await;
-    let history = c.rule_decisions(1).await;
+    export(&c, failed_logins("203.0.113.20", 1, 5)).await;
+    let history = rule_decisions(&c, 1).await;
     assert_eq!(history[0]["outcome"], "allowlisted");
     assert!(
         history[0]["detail"]
@@ -331,7 +204,7 @@ async fn an_allowlisted_target_is_not_banned_and_the_refusal_is_recorded() {
         "{}",
         history[0]
     );
-    assert_eq!(c.get("/api/v1/decisions").await["total"], 0);
+    assert_eq!(c.get_ok("/api/v1/decisions").await["total"], 0);
     c.stop().await;
 }
 
@@ -340,7 +213,7 @@ async fn replay_decides_what_live_evaluation_decided() {
     let rules = format!(
         "{BRUTE_FORCE}\n[[rules]]\nname = \"probe\"\nkind = \"distinct_paths\"\nthreshold = 3\nwindow = \"1m\"\naction = \"alert\"\n"
     );
-    let mut c = Collector::start("rules_file = \"rules.toml\"", &[("rules.toml", &rules)]).await;
+    let mut c = start("rules_file = \"rules.toml\"", &[("rules.toml", &rules)]).await;
     let mut records = failed_logins("198.51.100.1", 1, 7);
     records.extend(failed_logins("198.51.100.2", 8, 5));
     let mut probe = failed_logins("198.51.100.3", 13, 4);
@@ -353,8 +226,8 @@ async fn replay_decides_what_live_evaluation_decided() {
     for (i, r) in records.iter_mut().enumerate() {
         r.sequence = i as u64 + 1;
     }
-    c.export(records).await;
-    let live = c.rule_decisions(3).await;
+    export(&c, records).await;
+    let live = rule_decisions(&c, 3).await;
     let (status, replayed) = c
         .post(
             "/api/v1/rules/replay",
@@ -383,7 +256,7 @@ async fn replay_decides_what_live_evaluation_decided() {
     assert_eq!(live, replayed);
     // Replay changed nothing.
     assert_eq!(
-        c.get("/api/v1/rule-decisions").await["rule_decisions"]
+        c.get_ok("/api/v1/rule-decisions").await["rule_decisions"]
             .as_array()
             .unwrap()
             .len(),
@@ -394,24 +267,24 @@ async fn replay_decides_what_live_evaluation_decided() {
 
 #[tokio::test]
 async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
-    let mut c = Collector::start(
+    let mut c = start(
         "rules_file = \"rules.toml\"",
         &[("rules.toml", BRUTE_FORCE)],
     )
     .await;
-    let status = c.get("/api/v1/rules").await;
+    let status = c.get_ok("/api/v1/rules").await;
     assert_eq!(status["rules"][0]["name"], "login-brute-force");
     assert_eq!(status["last_error"], Value::Null);
     // Four failures counted before the reload survive it only if the rule is unchanged; break
     // the file, then check the old rule still bans.
-    c.export(failed_logins("192.0.2.1", 1, 3)).await;
+    export(&c, failed_logins("192.0.2.1", 1, 3)).await;
     std::fs::write(
         c.dir.path().join("rules.toml"),
         BRUTE_FORCE.replace("threshold = 5", "threshold = -1"),
     )
     .unwrap();
     let status = eventually(|| async {
-        let s = c.get("/api/v1/rules").await;
+        let s = c.get_ok("/api/v1/rules").await;
         (!s["last_error"].is_null()).then_some(s)
     })
     .await;
@@ -420,9 +293,9 @@ async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
         "{status}"
     );
     assert_eq!(status["rules"][0]["name"], "login-brute-force");
-    assert_eq!(c.metric("warden_rules_reload_failures_total").await, 1);
-    c.export(failed_logins("192.0.2.1", 4, 2)).await;
-    let history = c.rule_decisions(1).await;
+    assert_eq!(metric(&c, "warden_rules_reload_failures_total").await, 1);
+    export(&c, failed_logins("192.0.2.1", 4, 2)).await;
+    let history = rule_decisions(&c, 1).await;
     assert_eq!(history[0]["outcome"], "banned");
     assert_eq!(
         history[0]["observed"], 5,
@@ -436,7 +309,7 @@ async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
     )
     .unwrap();
     eventually(|| async {
-        let s = c.get("/api/v1/rules").await;
+        let s = c.get_ok("/api/v1/rules").await;
         (s["last_error"].is_null() && s["rules"][0]["summary"].as_str()?.contains(">= 7"))
             .then_some(())
     })
@@ -448,7 +321,7 @@ async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
 async fn ip_list_rules_are_reconciled_on_reload() {
     let list =
         "[[rules]]\nname = \"bad\"\nkind = \"ip_list\"\nfiles = [\"bad.txt\"]\naction = \"deny\"\n";
-    let mut c = Collector::start(
+    let mut c = start(
         "rules_file = \"rules.toml\"",
         &[
             ("rules.toml", list),
@@ -456,7 +329,7 @@ async fn ip_list_rules_are_reconciled_on_reload() {
         ],
     )
     .await;
-    let d = c.get("/api/v1/decisions").await;
+    let d = c.get_ok("/api/v1/decisions").await;
     assert_eq!(d["total"], 2, "{d}");
     let origin = d["decisions"][0]["origin"].as_str().unwrap();
     assert!(
@@ -469,7 +342,7 @@ async fn ip_list_rules_are_reconciled_on_reload() {
     )
     .unwrap();
     eventually(|| async {
-        let d = c.get("/api/v1/decisions").await;
+        let d = c.get_ok("/api/v1/decisions").await;
         let targets: Vec<&str> = d["decisions"]
             .as_array()?
             .iter()
@@ -507,8 +380,8 @@ async fn alerts_reach_a_webhook_after_a_failed_attempt() {
     let alerts = format!(
         "{BRUTE_FORCE}\n[alerts]\nwebhooks = [\"http://{addr}/hook\"]\non = [\"banned\"]\ninitial_backoff = \"50ms\"\n"
     );
-    let mut c = Collector::start(&alerts, &[]).await;
-    c.export(failed_logins("203.0.113.30", 1, 5)).await;
+    let mut c = start(&alerts, &[]).await;
+    export(&c, failed_logins("203.0.113.30", 1, 5)).await;
     eventually(|| async { (!seen.lock().unwrap().is_empty()).then_some(()) }).await;
     let body = seen.lock().unwrap()[0].clone();
     assert_eq!(body["rule"], "login-brute-force");
@@ -516,7 +389,7 @@ async fn alerts_reach_a_webhook_after_a_failed_attempt() {
     assert_eq!(body["outcome"], "banned");
     assert!(body["ban_expires_at"].is_string(), "{body}");
     assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!(c.metric("warden_alerts_sent_total").await, 1);
-    assert_eq!(c.metric("warden_alerts_failed_total").await, 0);
+    assert_eq!(metric(&c, "warden_alerts_sent_total").await, 1);
+    assert_eq!(metric(&c, "warden_alerts_failed_total").await, 0);
     c.stop().await;
 }
