@@ -275,6 +275,20 @@ impl Default for Levels {
     }
 }
 
+/// The live entry of the longest prefix length in `lengths` whose level holds the address
+/// masked to that length; empty levels cost one check each.
+fn longest_live<K: Ord + Copy + Hash>(
+    levels: &[Level<K>],
+    lengths: std::ops::RangeInclusive<u8>,
+    masked: impl Fn(u8) -> K,
+    now_ms: i64,
+) -> Option<Entry> {
+    lengths.rev().find_map(|len| {
+        let level = levels.get(usize::from(len)).filter(|l| !l.is_empty())?;
+        level.get(masked(len)).filter(|e| e.live(now_ms))
+    })
+}
+
 impl Levels {
     fn set(&mut self, p: Prefix, e: Option<Entry>) -> bool {
         match p {
@@ -298,45 +312,13 @@ impl Levels {
         match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                for len in (0..=32u8).rev() {
-                    let Some(level) = self.v4.get(usize::from(len)) else {
-                        continue;
-                    };
-                    if level.is_empty() {
-                        continue;
-                    }
-                    if let Some(e) = level.get(mask32(a, len)).filter(|e| e.live(now_ms)) {
-                        return Some(e);
-                    }
-                }
-                None
+                longest_live(&self.v4, 0..=32, |len| mask32(a, len), now_ms)
             }
             IpAddr::V6(a) => {
                 let a = u128::from(a);
-                for len in (65..=128u8).rev() {
-                    let Some(level) = self.v6_long.get(usize::from(len)) else {
-                        continue;
-                    };
-                    if level.is_empty() {
-                        continue;
-                    }
-                    if let Some(e) = level.get(mask128(a, len)).filter(|e| e.live(now_ms)) {
-                        return Some(e);
-                    }
-                }
                 let hi = (a >> 64) as u64;
-                for len in (0..=64u8).rev() {
-                    let Some(level) = self.v6_short.get(usize::from(len)) else {
-                        continue;
-                    };
-                    if level.is_empty() {
-                        continue;
-                    }
-                    if let Some(e) = level.get(mask64(hi, len)).filter(|e| e.live(now_ms)) {
-                        return Some(e);
-                    }
-                }
-                None
+                longest_live(&self.v6_long, 65..=128, |len| mask128(a, len), now_ms)
+                    .or_else(|| longest_live(&self.v6_short, 0..=64, |len| mask64(hi, len), now_ms))
             }
         }
     }
