@@ -176,28 +176,58 @@ async fn list_decisions(
     State(s): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let limit = list_limit(&params)?;
-    let d = Arc::clone(&s.decisions);
-    let (items, total, version) = blocking(move || {
-        let (items, total) = d.list(false, limit)?;
-        Ok((items, total, d.version()))
-    })
-    .await?;
-    Ok(listed(version, total, "decisions", &items))
+    list(&s, &params, false, "decisions").await
 }
 
 async fn list_allow(
     State(s): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let limit = list_limit(&params)?;
+    list(&s, &params, true, "entries").await
+}
+
+/// The deny list (`allow = false`) or the allowlist, under `key`.
+async fn list(
+    s: &AppState,
+    params: &HashMap<String, String>,
+    allow: bool,
+    key: &str,
+) -> Result<Response, Error> {
+    let limit = list_limit(params)?;
     let d = Arc::clone(&s.decisions);
     let (items, total, version) = blocking(move || {
-        let (items, total) = d.list(true, limit)?;
+        let (items, total) = d.list(allow, limit)?;
         Ok((items, total, d.version()))
     })
     .await?;
-    Ok(listed(version, total, "entries", &items))
+    Ok(listed(version, total, key, &items))
+}
+
+/// What a ban and a bulk ban share, parsed; absent fields take their defaults.
+struct BanFields {
+    action: DecisionAction,
+    ttl: Ttl,
+    reason: String,
+    actor: String,
+    origin: Origin,
+}
+
+impl BanFields {
+    fn parse(
+        action: Option<&str>,
+        ttl: Option<&str>,
+        reason: Option<String>,
+        actor: Option<String>,
+        origin: Option<&str>,
+    ) -> Result<BanFields, Error> {
+        Ok(BanFields {
+            action: action.map_or(Ok(DecisionAction::Deny), |a| parse_field("action", a))?,
+            ttl: ttl.map_or(Ok(Ttl(None)), |t| parse_field("ttl", t))?,
+            reason: text("reason", reason, "")?,
+            actor: text("actor", actor, "api")?,
+            origin: origin.map_or(Ok(Origin::manual()), |o| parse_field("origin", o))?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -213,22 +243,20 @@ struct BanBody {
 
 async fn ban(State(s): State<AppState>, bytes: Bytes) -> Result<Response, Error> {
     let b: BanBody = body(&bytes)?;
+    let f = BanFields::parse(
+        b.action.as_deref(),
+        b.ttl.as_deref(),
+        b.reason,
+        b.actor,
+        b.origin.as_deref(),
+    )?;
     let req = BanRequest {
         target: parse_field("target", &b.target)?,
-        action: b
-            .action
-            .as_deref()
-            .map_or(Ok(DecisionAction::Deny), |a| parse_field("action", a))?,
-        ttl: b
-            .ttl
-            .as_deref()
-            .map_or(Ok(Ttl(None)), |t| parse_field("ttl", t))?,
-        reason: text("reason", b.reason, "")?,
-        actor: text("actor", b.actor, "api")?,
-        origin: b
-            .origin
-            .as_deref()
-            .map_or(Ok(Origin::manual()), |o| parse_field("origin", o))?,
+        action: f.action,
+        ttl: f.ttl,
+        reason: f.reason,
+        actor: f.actor,
+        origin: f.origin,
     };
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.ban(req)).await?;
@@ -258,24 +286,18 @@ async fn ban_bulk(State(s): State<AppState>, bytes: Bytes) -> Result<Response, E
     for (i, t) in b.targets.iter().enumerate() {
         targets.push(parse_field::<Target, _>(&format!("targets[{i}]"), t)?);
     }
-    let action = b
-        .action
-        .as_deref()
-        .map_or(Ok(DecisionAction::Deny), |a| parse_field("action", a))?;
-    let ttl: Ttl = b
-        .ttl
-        .as_deref()
-        .map_or(Ok(Ttl(None)), |t| parse_field("ttl", t))?;
-    let reason = text("reason", b.reason, "")?;
-    let actor = text("actor", b.actor, "api")?;
-    let origin = b
-        .origin
-        .as_deref()
-        .map_or(Ok(Origin::manual()), |o| parse_field("origin", o))?;
+    let f = BanFields::parse(
+        b.action.as_deref(),
+        b.ttl.as_deref(),
+        b.reason,
+        b.actor,
+        b.origin.as_deref(),
+    )?;
     let d = Arc::clone(&s.decisions);
     let started = std::time::Instant::now();
     let (added, skipped, version) =
-        blocking(move || d.ban_many(targets, action, ttl, &reason, &actor, &origin)).await?;
+        blocking(move || d.ban_many(targets, f.action, f.ttl, &f.reason, &f.actor, &f.origin))
+            .await?;
     tracing::info!(
         added,
         skipped = skipped.len(),
