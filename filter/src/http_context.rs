@@ -29,6 +29,9 @@ pub struct WardenHttp {
     /// The ext_authz identity header as the client sent it (see
     /// [`identity::authorizer_identity`]).
     sent_identity_header: Option<String>,
+    /// When the request headers reached the filter (ns since the epoch): the record's time and,
+    /// with the time at `on_log`, its duration, without two more attribute reads.
+    started_ns: Option<u128>,
 }
 
 /// Parses `source.address` (`1.2.3.4:5`, `[::1]:5`, or a bare address).
@@ -50,13 +53,14 @@ impl WardenHttp {
             block: None,
             source_address: None,
             sent_identity_header: None,
+            started_ns: None,
         }
     }
 
     /// Gathers the request's attributes. Host calls are the filter's main per-request cost, so
     /// the request headers come in one call (authority, method, path, user agent, request id
     /// are headers too) and `source.address` is reused from the deny-list check.
-    fn facts(source_address: Option<String>) -> RequestFacts {
+    fn facts(source_address: Option<String>, started_ns: Option<u128>) -> RequestFacts {
         let headers = host::request_headers();
         let header = |name: &str| {
             headers
@@ -70,15 +74,31 @@ impl WardenHttp {
             Ok(s) => (s.ip().to_string(), u32::from(s.port())),
             Err(_) => (source, 0),
         };
-        let time_ns = host::int(&["request", "time"]).unwrap_or(0);
-        let duration_ns = host::int(&["request", "duration"]).unwrap_or(0);
+        // Envoy's own attributes when the filter never saw the request headers.
+        let (time_ns, duration_ns) = match started_ns {
+            Some(start) => (
+                i64::try_from(start).unwrap_or(0),
+                i64::try_from(host::now_nanos().saturating_sub(start)).unwrap_or(0),
+            ),
+            None => (
+                host::int(&["request", "time"]).unwrap_or(0),
+                host::int(&["request", "duration"]).unwrap_or(0),
+            ),
+        };
+        // SNI exists only on TLS connections: skip the read on plaintext.
+        let tls_version = host::string(&["connection", "tls_version"]);
+        let tls_sni = if tls_version.is_empty() {
+            String::new()
+        } else {
+            host::string(&["connection", "requested_server_name"])
+        };
         RequestFacts {
             time_ms: time_ns / 1_000_000,
             request_id: header("x-request-id"),
             client_address,
             client_port,
-            tls_sni: host::string(&["connection", "requested_server_name"]),
-            tls_version: host::string(&["connection", "tls_version"]),
+            tls_sni,
+            tls_version,
             authority: header(":authority"),
             method: header(":method"),
             path: header(":path"),
@@ -147,6 +167,9 @@ impl HttpContext for WardenHttp {
         let (Some(config), Some(state)) = (&self.config, &self.state) else {
             return Action::Continue;
         };
+        let started_ns = host::now_nanos();
+        // 0 means Envoy's clock was unavailable: fall back to its attributes at `on_log`.
+        self.started_ns = Some(started_ns).filter(|t| *t > 0);
         let identity_header = &config.identity.ext_authz_user_header;
         if !identity_header.is_empty() {
             self.sent_identity_header = host::request_header(identity_header);
@@ -160,7 +183,7 @@ impl HttpContext for WardenHttp {
         let Some(ip) = ip else {
             return Action::Continue;
         };
-        let now = host::now_ms();
+        let now = u64::try_from(started_ns / 1_000_000).unwrap_or(u64::MAX);
         let found = {
             let state = state.borrow();
             if state.denylist.is_empty() {
@@ -217,7 +240,7 @@ impl HttpContext for WardenHttp {
         let (Some(config), Some(state)) = (&self.config, &self.state) else {
             return;
         };
-        let facts = Self::facts(self.source_address.take());
+        let facts = Self::facts(self.source_address.take(), self.started_ns);
         let id_facts = Self::identity_facts(config, &facts, self.sent_identity_header.as_deref());
         let principal = identity::principal(&id_facts, &config.identity);
         let decision = match &self.block {

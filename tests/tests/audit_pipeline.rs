@@ -71,6 +71,8 @@ async fn records_for_upstream_direct_and_no_route_responses_arrive_with_their_fi
     assert!(ok["request_id"].as_str().is_some_and(|id| !id.is_empty()));
     assert!(ok["response_bytes"].as_u64().unwrap() > 0);
     assert!(ok["time_ms"].as_i64().unwrap() > 1_700_000_000_000);
+    assert!(ok["duration_us"].as_u64().unwrap() > 0, "{ok}");
+    assert_eq!(ok["tls_sni"], "", "plaintext has no SNI");
     assert!(ok["sequence"].as_u64().unwrap() >= 1);
     assert_eq!(ok["filter_node"], stack.envoy.options.node_id);
     let path = ok["path"].as_str().unwrap();
