@@ -156,6 +156,19 @@ fn changed(d: &Decision, version: u64, propagated: bool) -> serde_json::Value {
     v
 }
 
+/// Answers a change once every connected filter stream has been handed `version` (or the
+/// propagation wait ran out, which the answer's `propagated` says): `warden ban` returning means
+/// the decision is on its way to every Envoy.
+async fn answer_change(
+    s: &AppState,
+    status: StatusCode,
+    decision: &Decision,
+    version: u64,
+) -> Response {
+    let propagated = s.registry.wait_sent(version, s.propagation_wait).await;
+    (status, Json(changed(decision, version, propagated))).into_response()
+}
+
 fn listed(version: u64, total: usize, key: &str, items: &[Decision]) -> Response {
     let views: Vec<DecisionView<'_>> = items.iter().map(Decision::view).collect();
     Json(json!({ "version": version, "total": total, key: views })).into_response()
@@ -260,13 +273,8 @@ async fn ban(State(s): State<AppState>, bytes: Bytes) -> Result<Response, Error>
     };
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.ban(req)).await?;
-    let propagated = s.registry.wait_sent(version, s.propagation_wait).await;
     tracing::info!(target = %decision.target, action = decision.action.as_str(), actor = %decision.actor, version, "ban");
-    Ok((
-        StatusCode::CREATED,
-        Json(changed(&decision, version, propagated)),
-    )
-        .into_response())
+    Ok(answer_change(&s, StatusCode::CREATED, &decision, version).await)
 }
 
 #[derive(Deserialize)]
@@ -342,9 +350,8 @@ async fn unban(
     let (target, reason, actor) = removal_params(&params)?;
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.unban(target, &reason, &actor)).await?;
-    let propagated = s.registry.wait_sent(version, s.propagation_wait).await;
     tracing::info!(%target, version, "unban");
-    Ok(Json(changed(&decision, version, propagated)).into_response())
+    Ok(answer_change(&s, StatusCode::OK, &decision, version).await)
 }
 
 #[derive(Deserialize)]
@@ -362,13 +369,8 @@ async fn allow_add(State(s): State<AppState>, bytes: Bytes) -> Result<Response, 
     let actor = text("actor", b.actor, "api")?;
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.allow_add(target, &reason, &actor)).await?;
-    let propagated = s.registry.wait_sent(version, s.propagation_wait).await;
     tracing::info!(%target, version, "allowlist add");
-    Ok((
-        StatusCode::CREATED,
-        Json(changed(&decision, version, propagated)),
-    )
-        .into_response())
+    Ok(answer_change(&s, StatusCode::CREATED, &decision, version).await)
 }
 
 async fn allow_remove(
@@ -378,9 +380,8 @@ async fn allow_remove(
     let (target, reason, actor) = removal_params(&params)?;
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.allow_remove(target, &reason, &actor)).await?;
-    let propagated = s.registry.wait_sent(version, s.propagation_wait).await;
     tracing::info!(%target, version, "allowlist remove");
-    Ok(Json(changed(&decision, version, propagated)).into_response())
+    Ok(answer_change(&s, StatusCode::OK, &decision, version).await)
 }
 
 async fn filters(State(s): State<AppState>) -> Response {
