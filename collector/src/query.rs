@@ -1,13 +1,18 @@
 //! Record queries: the validated filter set (`RecordQuery`) shared by the HTTP API and the CLI, the
-//! SQL it compiles to, and the flat JSON shape of a stored record (`StoredRecord`).
+//! test it compiles to (`RecordFilter`: on a block's summary, then on each record), and the flat
+//! JSON shape of a stored record (`StoredRecord`).
 
 use crate::error::Error;
-use crate::target::Target;
+use crate::store::block::BlockSummary;
+use crate::target::{Target, ip_key};
 use crate::time::TimeBound;
-use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::str::FromStr;
+use warden_proto::pb::{
+    AccessRecord, DenyKind, FilterIdentity, Mechanism, PrincipalSource, Verdict,
+};
 
 /// Default number of records a query returns.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -61,11 +66,19 @@ pub enum DecisionFilter {
 }
 
 impl DecisionFilter {
-    /// The stored column value.
+    /// The API name.
     pub fn as_str(&self) -> &'static str {
         match self {
             DecisionFilter::Allow => "allow",
             DecisionFilter::Deny => "deny",
+        }
+    }
+
+    /// The proto verdict it selects.
+    pub fn verdict(&self) -> i32 {
+        match self {
+            DecisionFilter::Allow => Verdict::Allow as i32,
+            DecisionFilter::Deny => Verdict::Deny as i32,
         }
     }
 }
@@ -147,64 +160,87 @@ impl RecordQuery {
         }
         Ok(q)
     }
+}
 
-    /// The `WHERE` clause (without the keyword, `1` when empty) and its parameters.
-    pub fn where_clause(&self, now_ms: i64) -> (String, Vec<Value>) {
-        let mut conds: Vec<&str> = Vec::new();
-        let mut params: Vec<Value> = Vec::new();
-        if let Some(b) = self.since {
-            conds.push("time_ms >= ?");
-            params.push(Value::Integer(b.resolve(now_ms)));
+/// A [`RecordQuery`] with its times resolved, ready to test blocks and records.
+#[derive(Debug, Clone)]
+pub struct RecordFilter {
+    /// Records at or after this time (ms).
+    pub since_ms: i64,
+    /// Records before this time (ms).
+    pub until_ms: i64,
+    ip: Option<([u8; 16], [u8; 16])>,
+    host: Option<String>,
+    path_prefix: Option<String>,
+    status: Option<(u32, u32)>,
+    method: Option<String>,
+    principal: Option<String>,
+    verdict: Option<i32>,
+}
+
+impl RecordFilter {
+    /// Resolves `q`'s relative times against `now_ms`.
+    pub fn new(q: &RecordQuery, now_ms: i64) -> Self {
+        RecordFilter {
+            since_ms: q.since.map_or(i64::MIN, |b| b.resolve(now_ms)),
+            until_ms: q.until.map_or(i64::MAX, |b| b.resolve(now_ms)),
+            ip: q.ip.map(|t| t.key_range()),
+            host: q.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: q.path_prefix.clone(),
+            status: q.status.map(|s| s.range()),
+            method: q.method.clone(),
+            principal: q.principal.clone(),
+            verdict: q.decision.map(|d| d.verdict()),
         }
-        if let Some(b) = self.until {
-            conds.push("time_ms < ?");
-            params.push(Value::Integer(b.resolve(now_ms)));
-        }
-        if let Some(ip) = self.ip {
-            let (lo, hi) = ip.key_range();
-            conds.push("client_ip BETWEEN ? AND ?");
-            params.push(Value::Blob(lo.to_vec()));
-            params.push(Value::Blob(hi.to_vec()));
-        }
-        if let Some(host) = &self.host {
-            // `host:` .. `host;` is every `host:<port>`, as an index range (';' follows ':').
-            conds.push("(authority = ? OR (authority >= ? AND authority < ?))");
-            params.push(Value::Text(host.clone()));
-            params.push(Value::Text(format!("{host}:")));
-            params.push(Value::Text(format!("{host};")));
-        }
-        if let Some(prefix) = &self.path_prefix {
-            conds.push("substr(path, 1, ?) = ?");
-            params.push(Value::Integer(
-                i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX),
-            ));
-            params.push(Value::Text(prefix.clone()));
-        }
-        if let Some(status) = self.status {
-            let (lo, hi) = status.range();
-            conds.push("status BETWEEN ? AND ?");
-            params.push(Value::Integer(i64::from(lo)));
-            params.push(Value::Integer(i64::from(hi)));
-        }
-        if let Some(method) = &self.method {
-            conds.push("method = ?");
-            params.push(Value::Text(method.clone()));
-        }
-        if let Some(principal) = &self.principal {
-            conds.push("principal = ?");
-            params.push(Value::Text(principal.clone()));
-        }
-        if let Some(decision) = self.decision {
-            conds.push("decision = ?");
-            params.push(Value::Text(decision.as_str().to_string()));
-        }
-        let clause = if conds.is_empty() {
-            "1".to_string()
-        } else {
-            conds.join(" AND ")
-        };
-        (clause, params)
     }
+
+    /// False when no record of a block with this summary can match.
+    pub fn may_match(&self, s: &BlockSummary) -> bool {
+        self.ip.is_none_or(|(lo, hi)| s.has_client_in(&lo, &hi))
+            && self.host.as_deref().is_none_or(|h| s.has_host(h))
+            && self.status.is_none_or(|(lo, hi)| s.has_status_in(lo, hi))
+            && self.method.as_deref().is_none_or(|m| s.has_method(m))
+            && self.principal.as_deref().is_none_or(|p| s.has_principal(p))
+            && self.verdict.is_none_or(|v| s.has_verdict(v))
+    }
+
+    /// Whether `r` matches every filter (the time range included).
+    pub fn matches(&self, r: &AccessRecord) -> bool {
+        (self.since_ms..self.until_ms).contains(&r.time_ms)
+            && self.ip.is_none_or(|(lo, hi)| {
+                r.client_address
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| (lo..=hi).contains(&ip_key(ip)))
+            })
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| host_matches(&r.authority, h))
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| r.path.starts_with(p))
+            && self
+                .status
+                .is_none_or(|(lo, hi)| (lo..=hi).contains(&r.status))
+            && self.method.as_deref().is_none_or(|m| r.method == m)
+            && self
+                .principal
+                .as_deref()
+                .is_none_or(|p| r.principal.as_ref().is_some_and(|rp| rp.name == p))
+            && self
+                .verdict
+                .is_none_or(|v| r.decision.as_ref().is_some_and(|d| d.verdict == v))
+    }
+}
+
+/// Whether `authority` is `host` or `host:<port>`, ignoring ASCII case (`host` lower-case).
+fn host_matches(authority: &str, host: &str) -> bool {
+    let Some(head) = authority.get(..host.len()) else {
+        return false;
+    };
+    head.eq_ignore_ascii_case(host)
+        && (authority.len() == host.len() || authority.as_bytes().get(host.len()) == Some(&b':'))
 }
 
 /// Parses a `limit` parameter: 1..=max.
@@ -310,6 +346,118 @@ pub struct StoredRecord {
     pub filter_worker: u32,
     /// Filter instance id.
     pub filter_instance: String,
+}
+
+impl StoredRecord {
+    /// The API shape of a stored record.
+    pub fn new(f: &FilterIdentity, r: &AccessRecord) -> Self {
+        let p = r.principal.as_ref();
+        let d = r.decision.as_ref();
+        let text = |v: Option<&String>| v.cloned().unwrap_or_default();
+        StoredRecord {
+            sequence: r.sequence,
+            time_ms: r.time_ms,
+            time: crate::time::rfc3339(r.time_ms),
+            request_id: r.request_id.clone(),
+            client_address: r.client_address.clone(),
+            client_port: r.client_port,
+            x_forwarded_for: r.x_forwarded_for.clone(),
+            tls_sni: r.tls_sni.clone(),
+            tls_version: r.tls_version.clone(),
+            authority: r.authority.to_ascii_lowercase(),
+            method: r.method.clone(),
+            path: r.path.clone(),
+            protocol: r.protocol.clone(),
+            status: r.status,
+            response_code_details: r.response_code_details.clone(),
+            response_flags: r.response_flags.clone(),
+            route_name: r.route_name.clone(),
+            upstream_cluster: r.upstream_cluster.clone(),
+            upstream_host: r.upstream_host.clone(),
+            duration_us: r.duration_us,
+            request_bytes: r.request_bytes,
+            response_bytes: r.response_bytes,
+            user_agent: r.user_agent.clone(),
+            principal: p.map(|p| p.name.clone()).filter(|n| !n.is_empty()),
+            principal_source: p
+                .and_then(|p| principal_source_name(p.source))
+                .map(Into::into),
+            principal_issuer: text(p.map(|p| &p.issuer)),
+            principal_audiences: p.map(|p| p.audiences.clone()).unwrap_or_default(),
+            principal_claims: p
+                .map(|p| {
+                    p.claims
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            cert_uri_san: text(p.map(|p| &p.cert_uri_san)),
+            cert_dns_san: text(p.map(|p| &p.cert_dns_san)),
+            cert_subject: text(p.map(|p| &p.cert_subject)),
+            cert_fingerprint: text(p.map(|p| &p.cert_fingerprint)),
+            decision: d.and_then(|d| verdict_name(d.verdict)).map(Into::into),
+            mechanism: d.and_then(|d| mechanism_name(d.mechanism)).map(Into::into),
+            deny_kind: d.and_then(|d| deny_kind_name(d.deny_kind)).map(Into::into),
+            reason: text(d.map(|d| &d.reason)),
+            policy: text(d.map(|d| &d.policy)),
+            warden_decision_id: d.map_or(0, |d| d.warden_decision_id),
+            captured_headers: r
+                .captured_headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            filter_node: f.node_id.clone(),
+            filter_worker: f.worker,
+            filter_instance: f.instance_id.clone(),
+        }
+    }
+}
+
+/// The API name of a principal source.
+pub fn principal_source_name(v: i32) -> Option<&'static str> {
+    match PrincipalSource::try_from(v).ok()? {
+        PrincipalSource::Unspecified => None,
+        PrincipalSource::Jwt => Some("jwt"),
+        PrincipalSource::Mtls => Some("mtls"),
+        PrincipalSource::BasicAuth => Some("basic_auth"),
+        PrincipalSource::ApiKey => Some("api_key"),
+        PrincipalSource::ExtAuthz => Some("ext_authz"),
+    }
+}
+
+/// The API name of a verdict.
+pub fn verdict_name(v: i32) -> Option<&'static str> {
+    match Verdict::try_from(v).ok()? {
+        Verdict::Unspecified => None,
+        Verdict::Allow => Some("allow"),
+        Verdict::Deny => Some("deny"),
+    }
+}
+
+/// The API name of a mechanism.
+pub fn mechanism_name(v: i32) -> Option<&'static str> {
+    match Mechanism::try_from(v).ok()? {
+        Mechanism::Unspecified => None,
+        Mechanism::None => Some("none"),
+        Mechanism::JwtAuthn => Some("jwt_authn"),
+        Mechanism::Rbac => Some("rbac"),
+        Mechanism::ExtAuthz => Some("ext_authz"),
+        Mechanism::BasicAuth => Some("basic_auth"),
+        Mechanism::WardenDenyList => Some("warden_deny_list"),
+        Mechanism::Upstream => Some("upstream"),
+    }
+}
+
+/// The API name of a deny kind.
+pub fn deny_kind_name(v: i32) -> Option<&'static str> {
+    match DenyKind::try_from(v).ok()? {
+        DenyKind::Unspecified => None,
+        DenyKind::Authentication => Some("authentication"),
+        DenyKind::Authorization => Some("authorization"),
+        DenyKind::Blocked => Some("blocked"),
+        DenyKind::Throttled => Some("throttled"),
+    }
 }
 
 #[cfg(test)]

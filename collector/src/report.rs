@@ -3,13 +3,16 @@
 //! and last, and how many of those attempts were denied.
 
 use crate::error::Error;
-use crate::query::{RecordQuery, parse_field};
-use crate::store::Store;
+use crate::query::{RecordFilter, RecordQuery, parse_field};
+use crate::store::scan::Order;
+use crate::store::{Store, scan_matching};
 use crate::time::{TimeBound, rfc3339};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::ops::ControlFlow;
 use std::str::FromStr;
+use warden_proto::pb::Verdict;
 
 /// The default reporting window.
 pub const DEFAULT_SINCE: &str = "30d";
@@ -99,43 +102,73 @@ impl ReportQuery {
     }
 }
 
+/// One group while the report is being added up.
+struct Tally {
+    requests: u64,
+    denied: u64,
+    first_ms: i64,
+    last_ms: i64,
+}
+
 /// Runs the report.
 pub async fn access_report(store: &Store, q: &ReportQuery) -> Result<Vec<ReportRow>, Error> {
-    let filter = RecordQuery {
-        since: Some(q.since),
-        until: q.until,
-        principal: q.principal.clone(),
-        host: q.host.clone(),
-        ..Default::default()
-    };
-    let now = crate::time::now_ms();
+    let filter = RecordFilter::new(
+        &RecordQuery {
+            since: Some(q.since),
+            until: q.until,
+            principal: q.principal.clone(),
+            host: q.host.clone(),
+            ..Default::default()
+        },
+        crate::time::now_ms(),
+    );
     store
         .read(move |conn| {
-            let (clause, params) = filter.where_clause(now);
-            let sql = format!(
-                "SELECT COALESCE(principal, client_address) AS subject, principal IS NOT NULL AS named,
-                        authority,
-                        CASE WHEN instr(path, '?') > 0 THEN substr(path, 1, instr(path, '?') - 1) ELSE path END AS p,
-                        COUNT(*), SUM(CASE WHEN decision = 'deny' THEN 1 ELSE 0 END), MIN(time_ms), MAX(time_ms)
-                 FROM records WHERE {clause}
-                 GROUP BY subject, named, authority, p
-                 ORDER BY subject, authority, p"
-            );
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
-                let named: bool = r.get(1)?;
-                Ok(ReportRow {
-                    subject: r.get(0)?,
-                    subject_kind: if named { "principal" } else { "client" }.to_string(),
-                    host: r.get(2)?,
-                    path: r.get(3)?,
-                    requests: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                    denied: u64::try_from(r.get::<_, i64>(5)?).unwrap_or(0),
-                    first_seen: rfc3339(r.get(6)?),
-                    last_seen: rfc3339(r.get(7)?),
-                })
+            // Keyed (subject, host, path, named): rows come out ordered by subject, host, path.
+            let mut groups: BTreeMap<(String, String, String, bool), Tally> = BTreeMap::new();
+            scan_matching(conn, &filter, Order::OldestFirst, |_, r| {
+                let principal = r.principal.as_ref().map(|p| p.name.as_str());
+                let (subject, named) = match principal.filter(|n| !n.is_empty()) {
+                    Some(name) => (name, true),
+                    None => (r.client_address.as_str(), false),
+                };
+                let path = r.path.split_once('?').map_or(r.path.as_str(), |(p, _)| p);
+                let key = (
+                    subject.to_string(),
+                    r.authority.to_ascii_lowercase(),
+                    path.to_string(),
+                    named,
+                );
+                let tally = groups.entry(key).or_insert(Tally {
+                    requests: 0,
+                    denied: 0,
+                    first_ms: r.time_ms,
+                    last_ms: r.time_ms,
+                });
+                tally.requests += 1;
+                if r.decision
+                    .as_ref()
+                    .is_some_and(|d| d.verdict == Verdict::Deny as i32)
+                {
+                    tally.denied += 1;
+                }
+                tally.first_ms = tally.first_ms.min(r.time_ms);
+                tally.last_ms = tally.last_ms.max(r.time_ms);
+                ControlFlow::Continue(())
             })?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
+            Ok(groups
+                .into_iter()
+                .map(|((subject, host, path, named), t)| ReportRow {
+                    subject,
+                    subject_kind: if named { "principal" } else { "client" }.to_string(),
+                    host,
+                    path,
+                    requests: t.requests,
+                    denied: t.denied,
+                    first_seen: rfc3339(t.first_ms),
+                    last_seen: rfc3339(t.last_ms),
+                })
+                .collect())
         })
         .await
 }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::push::{Push, Registry};
-use crate::store::{Store, open_connection, retention_task};
+use crate::store::{Store, compaction_task, open_connection, retention_task};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -212,6 +212,7 @@ pub async fn serve(
         config.storage.retention.0,
         stop_rx.clone(),
     ));
+    tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
 
     tracing::info!(grpc = %bound.grpc, http = %bound.http, db = %store.path().display(), version = decisions.version(), "warden collector listening");
     if let Some(path) = &ready_file {

@@ -1,0 +1,1271 @@
+//! The record store: one SQLite database in WAL mode holding records in compressed blocks.
+//!
+//! Writes go through a single dedicated thread that owns the write connection and does group
+//! commit: it drains every queued batch into one transaction and answers each caller only after
+//! that transaction committed, so an acknowledgement always means "durable". A group becomes one
+//! or more [`block`]s; retries are recognised by [`sequences`]; reads run [`scan`]s on their own
+//! connections (WAL lets them run beside the writer).
+
+pub mod block;
+mod legacy;
+pub mod scan;
+pub mod sequences;
+
+use crate::config::Synchronous;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::query::{RecordFilter, RecordQuery, StoredRecord};
+use block::{BLOCK_RECORDS, CODEC_PROTOBUF_LZ4, Entry};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use scan::{Order, ScanRange};
+use sequences::{FilterKey, SequenceLog};
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+use warden_proto::pb::{AccessRecord, FilterIdentity};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "warden.db";
+
+/// Queued jobs before callers wait (backpressure towards the filters).
+const QUEUE_DEPTH: usize = 1024;
+
+/// Blocks deleted per retention step, so ingest is never blocked for long.
+const PRUNE_BLOCKS: i64 = 64;
+
+/// Blocks holding fewer records than this are merged with their neighbours (in write order) once
+/// settled. At low traffic every group commit writes a small block; merging keeps the number of
+/// blocks a query must consider proportional to records, not to commits.
+const COMPACT_BELOW: i64 = (BLOCK_RECORDS / 2) as i64;
+/// A block is left as written for this long, so merges never touch the blocks fresh queries read.
+const COMPACT_AFTER_MS: i64 = 10_000;
+/// Blocks looked at per compaction step.
+const COMPACT_SCAN: i64 = 1024;
+/// Merges per compaction request, at most; the writer also stops as soon as a batch is queued.
+const COMPACT_STEPS: usize = 256;
+/// How often the background task asks for compaction.
+const COMPACT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS record_blocks (
+    id INTEGER PRIMARY KEY,
+    min_time_ms INTEGER NOT NULL,
+    max_time_ms INTEGER NOT NULL,
+    records INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    -- Read for every block a query considers, so it comes before the large body.
+    summary BLOB NOT NULL,
+    codec INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+-- Covering indexes for the two scan orders (see store/scan.rs).
+CREATE INDEX IF NOT EXISTS record_blocks_by_min ON record_blocks(min_time_ms, max_time_ms);
+CREATE INDEX IF NOT EXISTS record_blocks_by_max ON record_blocks(max_time_ms, min_time_ms);
+CREATE TABLE IF NOT EXISTS filter_sequences (
+    filter_node TEXT NOT NULL,
+    filter_worker INTEGER NOT NULL,
+    filter_instance TEXT NOT NULL,
+    ranges BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (filter_node, filter_worker, filter_instance)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// The outcome of storing one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchOutcome {
+    /// Records newly stored.
+    pub accepted: u32,
+    /// Records already present (same filter identity and sequence).
+    pub duplicates: u32,
+}
+
+enum Job {
+    Batch {
+        filter: FilterIdentity,
+        records: Arc<Vec<AccessRecord>>,
+        reply: oneshot::Sender<Result<BatchOutcome, Error>>,
+    },
+    Prune {
+        before_ms: i64,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
+    Compact {
+        written_before_ms: i64,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
+    Close,
+}
+
+/// Handle to the record store. Cheap to share behind an `Arc`.
+pub struct Store {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Opens a connection to the database with the pragmas every connection needs.
+pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
+    conn.pragma_update(None, "cache_size", -65_536)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating if needed) `data_dir/warden.db` and starts the writer thread.
+    pub fn open(
+        data_dir: &Path,
+        sync: Synchronous,
+        max_group_records: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, Error> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let conn = open_connection(&path, sync)?;
+        conn.execute_batch(SCHEMA)?;
+        let writer_state = Writer::load(conn, max_group_records)?;
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = std::thread::Builder::new()
+            .name("warden-store-writer".into())
+            .spawn(move || writer_state.run(rx, &metrics))
+            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            path,
+            jobs: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a validated batch; resolves only after the transaction holding it committed.
+    /// The records are shared (`Arc`) so the rules engine can read the same batch while it is
+    /// being written.
+    pub async fn write_batch(
+        &self,
+        filter: FilterIdentity,
+        records: impl Into<Arc<Vec<AccessRecord>>>,
+    ) -> Result<BatchOutcome, Error> {
+        let records = records.into();
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Batch {
+                filter,
+                records,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Deletes blocks whose newest record is older than `before_ms`, a slice at a time so
+    /// ingest is never blocked for long; returns the number of records deleted (0 when done).
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Prune { before_ms, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Merges small blocks (see [`COMPACT_BELOW`]) written before `written_before_ms` until none
+    /// are left or a batch is waiting; returns the number of merges.
+    pub async fn compact(&self, written_before_ms: i64) -> Result<usize, Error> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Compact {
+                written_before_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut v| v.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(std::time::Duration::from_secs(10))?;
+                    c
+                }
+            };
+            let result = f(&conn);
+            if let Ok(mut v) = readers.lock() {
+                v.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("query task failed: {e}")))?
+    }
+
+    /// Records matching `q`, newest first.
+    pub async fn query_records(&self, q: RecordQuery) -> Result<Vec<StoredRecord>, Error> {
+        let filter = RecordFilter::new(&q, crate::time::now_ms());
+        let limit = q.limit;
+        self.read(move |conn| {
+            let mut out = Vec::new();
+            if limit == 0 {
+                return Ok(out);
+            }
+            scan_matching(conn, &filter, Order::NewestFirst, |f, r| {
+                out.push(StoredRecord::new(f, r));
+                if out.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Finishes the queued writes and stops the writer thread. Later writes fail with
+    /// [`Error::ShuttingDown`].
+    pub async fn close(&self) {
+        let _ = self.jobs.send(Job::Close).await;
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+/// Calls `visit` with every stored record `filter` matches, in `order`, until it breaks. Runs in
+/// one read transaction, so the scan sees one consistent state of the store.
+pub fn scan_matching(
+    conn: &Connection,
+    filter: &RecordFilter,
+    order: Order,
+    mut visit: impl FnMut(&FilterIdentity, &AccessRecord) -> ControlFlow<()>,
+) -> Result<(), Error> {
+    let snapshot = conn.unchecked_transaction()?;
+    let may_match = |s: &block::BlockSummary| filter.may_match(s);
+    let range = ScanRange {
+        since_ms: filter.since_ms,
+        until_ms: filter.until_ms,
+        may_match: &may_match,
+    };
+    scan::scan(&snapshot, &range, order, |f, r| {
+        if filter.matches(r) {
+            visit(f, r)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    snapshot.finish()?;
+    Ok(())
+}
+
+type QueuedBatch = (
+    FilterIdentity,
+    Arc<Vec<AccessRecord>>,
+    oneshot::Sender<Result<BatchOutcome, Error>>,
+);
+
+/// The writer thread's state: the write connection, the stored sequences, the widest block.
+struct Writer {
+    conn: Connection,
+    sequences: SequenceLog,
+    max_block_span_ms: i64,
+    max_group_records: usize,
+    /// Every block with an id at or below this is final (compaction starts after it).
+    compacted_through: i64,
+}
+
+impl Writer {
+    fn load(conn: Connection, max_group_records: usize) -> Result<Self, Error> {
+        let sequences = SequenceLog::load(&conn)?;
+        let meta = |key: &str| -> Result<i64, Error> {
+            Ok(conn
+                .query_row("SELECT value FROM store_meta WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .unwrap_or(0))
+        };
+        let max_block_span_ms = meta("max_block_span_ms")?;
+        let compacted_through = meta("compacted_through")?;
+        let mut writer = Writer {
+            conn,
+            sequences,
+            max_block_span_ms,
+            max_group_records,
+            compacted_through,
+        };
+        if legacy::needs_migration(&writer.conn)? {
+            writer.migrate_legacy()?;
+        }
+        Ok(writer)
+    }
+
+    /// Moves a warden 0.1 `records` table into blocks, all or nothing.
+    fn migrate_legacy(&mut self) -> Result<(), Error> {
+        tracing::info!("moving records from the warden 0.1 table into blocks");
+        let started = Instant::now();
+        let tx = self.conn.transaction()?;
+        let span = &mut self.max_block_span_ms;
+        let (moved, touched) = legacy::migrate(&tx, &mut self.sequences, |block, received_ms| {
+            insert_block(&tx, None, block, received_ms, span)
+        })?;
+        self.sequences
+            .persist(&tx, touched.iter(), crate::time::now_ms())?;
+        tx.commit()?;
+        tracing::info!(
+            records = moved,
+            seconds = started.elapsed().as_secs_f64(),
+            "moved the warden 0.1 records into blocks"
+        );
+        Ok(())
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batches = Vec::new();
+            let mut compaction = None;
+            let mut closing = false;
+            let mut queued_records = 0usize;
+            let mut next = Some(first);
+            // Group commit: take everything already queued (up to a bound) into one transaction.
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Batch {
+                        filter,
+                        records,
+                        reply,
+                    } => {
+                        queued_records += records.len();
+                        batches.push((filter, records, reply));
+                    }
+                    Job::Prune { before_ms, reply } => {
+                        let _ = reply.send(self.prune(before_ms));
+                    }
+                    // Runs after this group's commit, never ahead of queued records.
+                    Job::Compact {
+                        written_before_ms,
+                        reply,
+                    } => compaction = Some((written_before_ms, reply)),
+                    Job::Close => {
+                        closing = true;
+                        break;
+                    }
+                }
+                if queued_records < self.max_group_records {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batches.is_empty() {
+                let started = Instant::now();
+                let result = self.commit_group(&batches);
+                metrics.observe_commit(started.elapsed().as_secs_f64());
+                match result {
+                    Ok(outcomes) => {
+                        for ((_, _, reply), outcome) in batches.into_iter().zip(outcomes) {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "record store commit failed");
+                        for (_, _, reply) in batches {
+                            let _ = reply.send(Err(Error::Storage(e.to_string())));
+                        }
+                    }
+                }
+            }
+            if let Some((written_before_ms, reply)) = compaction {
+                let _ = reply.send(self.compact(written_before_ms, || !rx.is_empty()));
+            }
+            if closing {
+                break;
+            }
+        }
+        tracing::debug!("record store writer stopped");
+    }
+
+    /// Stores a group in one transaction; on failure the sequence log is as it was before.
+    fn commit_group(&mut self, batches: &[QueuedBatch]) -> Result<Vec<BatchOutcome>, Error> {
+        let keys: Vec<FilterKey> = batches.iter().map(|(f, _, _)| FilterKey::of(f)).collect();
+        let checkpoint = self.sequences.checkpoint(keys.iter());
+        let span_before = self.max_block_span_ms;
+        let result = self.write_group(batches, &keys);
+        if result.is_err() {
+            self.sequences.restore(checkpoint);
+            self.max_block_span_ms = span_before;
+        }
+        result
+    }
+
+    fn write_group(
+        &mut self,
+        batches: &[QueuedBatch],
+        keys: &[FilterKey],
+    ) -> Result<Vec<BatchOutcome>, Error> {
+        let mut group = Gathered::default();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        for ((filter, records, _), key) in batches.iter().zip(keys) {
+            let index = group.filter(filter);
+            let sequences: Vec<u64> = records.iter().map(|r| r.sequence).collect();
+            let fresh = self.sequences.accept(key, &sequences);
+            let mut outcome = BatchOutcome::default();
+            for (record, is_new) in records.iter().zip(fresh) {
+                if is_new {
+                    group.entries.push((index, record));
+                    outcome.accepted += 1;
+                } else {
+                    outcome.duplicates += 1;
+                }
+            }
+            outcomes.push(outcome);
+        }
+        let received_ms = crate::time::now_ms();
+        let tx = self.conn.transaction()?;
+        for block in group.encode() {
+            insert_block(&tx, None, &block, received_ms, &mut self.max_block_span_ms)?;
+        }
+        self.sequences
+            .persist(&tx, group.index.keys(), received_ms)?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// Merges runs of small blocks written before `written_before_ms` until none is left,
+    /// [`COMPACT_STEPS`] merges were done, or `interrupted` says a batch is waiting.
+    fn compact(
+        &mut self,
+        written_before_ms: i64,
+        interrupted: impl Fn() -> bool,
+    ) -> Result<usize, Error> {
+        let mut merges = 0;
+        while merges < COMPACT_STEPS && !interrupted() {
+            let Some(run) = self.next_compaction_run(written_before_ms)? else {
+                break;
+            };
+            let first = self.merge_blocks(&run)?;
+            merges += 1;
+            tracing::debug!(
+                blocks = run.len(),
+                into = first,
+                "merged small record blocks"
+            );
+        }
+        Ok(merges)
+    }
+
+    /// The next run of consecutive small blocks to merge (at least two, at most
+    /// [`BLOCK_RECORDS`] records), moving the final-block mark past blocks that will stay.
+    fn next_compaction_run(&mut self, settled_ms: i64) -> Result<Option<Vec<i64>>, Error> {
+        loop {
+            let blocks: Vec<(i64, i64, i64)> = {
+                let mut stmt = self.conn.prepare_cached(
+                    "SELECT id, records, received_ms FROM record_blocks WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )?;
+                stmt.query_map(params![self.compacted_through, COMPACT_SCAN], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            let scanned_all = blocks.len() < usize::try_from(COMPACT_SCAN).unwrap_or(usize::MAX);
+            let mut run: Vec<i64> = Vec::new();
+            let mut total = 0i64;
+            let mut final_through = self.compacted_through;
+            for &(id, records, received_ms) in &blocks {
+                if received_ms >= settled_ms {
+                    break;
+                }
+                if records < COMPACT_BELOW {
+                    if total + records <= BLOCK_RECORDS as i64 {
+                        run.push(id);
+                        total += records;
+                        continue;
+                    }
+                    // Full (two small blocks always fit, so the run has at least two).
+                    break;
+                }
+                if run.len() >= 2 {
+                    break;
+                }
+                // A large block, and a lone small one before it: both stay as they are.
+                final_through = id;
+                run.clear();
+                total = 0;
+            }
+            self.mark_final(final_through)?;
+            if run.len() >= 2 {
+                return Ok(Some(run));
+            }
+            // Unsettled blocks, or the end of the table: nothing more to do now.
+            if scanned_all || blocks.iter().any(|b| b.2 >= settled_ms) {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn mark_final(&mut self, through: i64) -> Result<(), Error> {
+        if through > self.compacted_through {
+            self.compacted_through = through;
+            self.conn.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('compacted_through', ?1)
+                 ON CONFLICT DO UPDATE SET value = excluded.value",
+                [through],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the blocks `ids` (consecutive, in id order) by one block with the first id, in
+    /// one transaction. Returns that id.
+    fn merge_blocks(&mut self, ids: &[i64]) -> Result<i64, Error> {
+        let first = ids.first().copied().unwrap_or_default();
+        let tx = self.conn.transaction()?;
+        let mut bodies = Vec::with_capacity(ids.len());
+        let mut received_ms = i64::MAX;
+        {
+            let mut read = tx.prepare_cached(
+                "SELECT codec, body, received_ms FROM record_blocks WHERE id = ?1",
+            )?;
+            for id in ids {
+                let (codec, bytes, received): (i64, Vec<u8>, i64) =
+                    read.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                bodies.push(block::decode_body(codec, &bytes)?);
+                received_ms = received_ms.min(received);
+            }
+        }
+        let mut merged = Gathered::default();
+        for body in &bodies {
+            for (i, record) in body.records.iter().enumerate() {
+                let index = merged.filter(body.filter_of(i));
+                merged.entries.push((index, record));
+            }
+        }
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM record_blocks WHERE id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        // The run holds at most BLOCK_RECORDS records: one block, under the run's first id.
+        for (i, block) in merged.encode().iter().enumerate() {
+            let id = (i == 0).then_some(first);
+            insert_block(&tx, id, block, received_ms, &mut self.max_block_span_ms)?;
+        }
+        tx.commit()?;
+        Ok(first)
+    }
+
+    /// Deletes up to [`PRUNE_BLOCKS`] blocks entirely older than `before_ms`, and forgets the
+    /// sequences of filters that have sent nothing since.
+    fn prune(&mut self, before_ms: i64) -> Result<usize, Error> {
+        let tx = self.conn.transaction()?;
+        let deleted: i64 = {
+            let mut stmt = tx.prepare_cached(
+                "DELETE FROM record_blocks WHERE id IN
+                    (SELECT id FROM record_blocks WHERE max_time_ms < ?1 ORDER BY max_time_ms LIMIT ?2)
+                 RETURNING records",
+            )?;
+            let counts =
+                stmt.query_map(params![before_ms, PRUNE_BLOCKS], |r| r.get::<_, i64>(0))?;
+            counts.sum::<Result<i64, _>>()?
+        };
+        let forgotten = self.sequences.forget_idle(&tx, before_ms);
+        match forgotten.and_then(|n| tx.commit().map(|()| n).map_err(Error::from)) {
+            Ok(n) if n > 0 => tracing::info!(filters = n, "forgot the sequences of idle filters"),
+            Ok(_) => {}
+            Err(e) => {
+                // The in-memory log may have forgotten identities the database still has; reload.
+                self.sequences = SequenceLog::load(&self.conn)?;
+                return Err(e);
+            }
+        }
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+}
+
+/// Records gathered for one or more blocks, with each filter identity listed once.
+#[derive(Default)]
+struct Gathered<'a> {
+    filters: Vec<&'a FilterIdentity>,
+    index: HashMap<FilterKey, u32>,
+    entries: Vec<Entry<'a>>,
+}
+
+impl<'a> Gathered<'a> {
+    /// The index of `f` in the identity list, adding it if new.
+    fn filter(&mut self, f: &'a FilterIdentity) -> u32 {
+        let filters = &mut self.filters;
+        *self.index.entry(FilterKey::of(f)).or_insert_with(|| {
+            filters.push(f);
+            u32::try_from(filters.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+
+    /// Sorts the records by time (stable: equal times keep their order) and encodes them as
+    /// blocks of at most [`BLOCK_RECORDS`].
+    fn encode(&mut self) -> Vec<block::EncodedBlock> {
+        self.entries.sort_by_key(|(_, r)| r.time_ms);
+        self.entries
+            .chunks(BLOCK_RECORDS)
+            .map(|chunk| block::encode(&self.filters, chunk))
+            .collect()
+    }
+}
+
+/// Inserts a block (under `id`, or a new one) and keeps the widest block span.
+fn insert_block(
+    conn: &Connection,
+    id: Option<i64>,
+    b: &block::EncodedBlock,
+    received_ms: i64,
+    max_span_ms: &mut i64,
+) -> Result<(), Error> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO record_blocks (id, min_time_ms, max_time_ms, records, received_ms, summary, codec, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    insert.execute(params![
+        id,
+        b.min_time_ms,
+        b.max_time_ms,
+        b.records,
+        received_ms,
+        b.summary,
+        CODEC_PROTOBUF_LZ4,
+        b.body
+    ])?;
+    note_span(conn, max_span_ms, b)
+}
+
+/// Keeps the widest block span in `store_meta` (scans use it to bound their index ranges).
+fn note_span(
+    conn: &Connection,
+    max_span_ms: &mut i64,
+    b: &block::EncodedBlock,
+) -> Result<(), Error> {
+    let span = b.max_time_ms.saturating_sub(b.min_time_ms);
+    if span > *max_span_ms {
+        *max_span_ms = span;
+        conn.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('max_block_span_ms', ?1)
+             ON CONFLICT DO UPDATE SET value = excluded.value",
+            [span],
+        )?;
+    }
+    Ok(())
+}
+
+/// Asks the writer to merge small blocks every few seconds.
+pub async fn compaction_task(store: Arc<Store>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(COMPACT_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let settled = crate::time::now_ms().saturating_sub(COMPACT_AFTER_MS);
+        if let Err(e) = store.compact(settled).await {
+            tracing::warn!(error = %e, "merging small record blocks failed");
+        }
+    }
+}
+
+/// Deletes records older than `retention` once an hour (and once at start).
+pub async fn retention_task(
+    store: Arc<Store>,
+    retention: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if retention.is_zero() {
+        return;
+    }
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let before = crate::time::now_ms().saturating_sub(retention_ms);
+        let mut total = 0usize;
+        loop {
+            match store.prune(before).await {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention pruning failed");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(
+                deleted = total,
+                "deleted records older than the retention period"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::query::{DecisionFilter, StatusFilter};
+    use crate::time::TimeBound;
+    use warden_proto::pb::{
+        AuthDecision, DenyKind, Mechanism, Principal, PrincipalSource, Verdict,
+    };
+
+    pub(crate) fn filter() -> FilterIdentity {
+        FilterIdentity {
+            node_id: "envoy-1".into(),
+            worker: 0,
+            instance_id: "i-1".into(),
+            filter_version: "0.1.0".into(),
+        }
+    }
+
+    pub(crate) fn record(seq: u64, time_ms: i64) -> AccessRecord {
+        AccessRecord {
+            sequence: seq,
+            time_ms,
+            request_id: format!("req-{seq}"),
+            client_address: "203.0.113.7".into(),
+            client_port: 40000,
+            authority: "app.example.com".into(),
+            method: "GET".into(),
+            path: "/api/items".into(),
+            protocol: "HTTP/1.1".into(),
+            status: 200,
+            duration_us: 1500,
+            ..Default::default()
+        }
+    }
+
+    async fn open(dir: &Path) -> Store {
+        Store::open(
+            dir,
+            Synchronous::Full,
+            100_000,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap()
+    }
+
+    fn all() -> RecordQuery {
+        RecordQuery {
+            limit: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn acknowledged_batches_are_readable_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let out = store
+            .write_batch(filter(), vec![record(1, 1000), record(2, 2000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            BatchOutcome {
+                accepted: 2,
+                duplicates: 0
+            }
+        );
+        store.close().await;
+        drop(store);
+        let store = open(dir.path()).await;
+        let got = store.query_records(all()).await.unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].sequence, 2, "newest first");
+        assert_eq!(got[0].time, "1970-01-01T00:00:02.000Z");
+        assert_eq!(got[0].filter_node, "envoy-1");
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store
+            .write_batch(filter(), vec![record(1, 1000), record(2, 1000)])
+            .await
+            .unwrap();
+        let out = store
+            .write_batch(
+                filter(),
+                vec![record(1, 1000), record(2, 1000), record(3, 1000)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            BatchOutcome {
+                accepted: 1,
+                duplicates: 2
+            }
+        );
+        // Another VM's sequence 1 is a different record.
+        let mut other = filter();
+        other.worker = 1;
+        let out = store
+            .write_batch(other, vec![record(1, 1000)])
+            .await
+            .unwrap();
+        assert_eq!(out.accepted, 1);
+        assert_eq!(store.query_records(all()).await.unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn writes_after_close_fail_as_shutting_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store.close().await;
+        let err = store
+            .write_batch(filter(), vec![record(1, 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.grpc_code(), tonic::Code::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn principal_decision_and_maps_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let mut r = record(1, 1000);
+        r.principal = Some(Principal {
+            source: PrincipalSource::Jwt as i32,
+            name: "alice".into(),
+            issuer: "https://idp".into(),
+            audiences: vec!["api".into()],
+            claims: [("email".to_string(), "a@x".to_string())].into(),
+            ..Default::default()
+        });
+        r.decision = Some(AuthDecision {
+            verdict: Verdict::Deny as i32,
+            mechanism: Mechanism::JwtAuthn as i32,
+            deny_kind: DenyKind::Authentication as i32,
+            reason: "jwt_authn_access_denied{Jwt is expired}".into(),
+            ..Default::default()
+        });
+        r.captured_headers = [("x-tenant".to_string(), "t1".to_string())].into();
+        store.write_batch(filter(), vec![r]).await.unwrap();
+        let got = &store.query_records(all()).await.unwrap()[0];
+        assert_eq!(got.principal.as_deref(), Some("alice"));
+        assert_eq!(got.principal_source.as_deref(), Some("jwt"));
+        assert_eq!(got.principal_audiences, vec!["api".to_string()]);
+        assert_eq!(
+            got.principal_claims.get("email").map(String::as_str),
+            Some("a@x")
+        );
+        assert_eq!(got.decision.as_deref(), Some("deny"));
+        assert_eq!(got.mechanism.as_deref(), Some("jwt_authn"));
+        assert_eq!(got.deny_kind.as_deref(), Some("authentication"));
+        assert_eq!(
+            got.captured_headers.get("x-tenant").map(String::as_str),
+            Some("t1")
+        );
+        let plain = record(2, 1000);
+        store.write_batch(filter(), vec![plain]).await.unwrap();
+        let got = store
+            .query_records(RecordQuery { limit: 1, ..all() })
+            .await
+            .unwrap();
+        assert_eq!(got[0].principal, None);
+        assert_eq!(got[0].decision, None);
+    }
+
+    #[tokio::test]
+    async fn each_filter_narrows_the_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let now = crate::time::now_ms();
+        let mut rs = Vec::new();
+        for i in 1..=6u64 {
+            rs.push(record(i, now - 1000 * i64::try_from(i).unwrap()));
+        }
+        rs[0].client_address = "10.1.2.3".into();
+        rs[1].client_address = "2001:db8::5".into();
+        rs[2].authority = "other.example.com:8443".into();
+        rs[3].path = "/admin/users".into();
+        rs[4].status = 404;
+        rs[5].method = "POST".into();
+        rs[5].principal = Some(Principal {
+            name: "bob".into(),
+            ..Default::default()
+        });
+        rs[5].decision = Some(AuthDecision {
+            verdict: Verdict::Deny as i32,
+            ..Default::default()
+        });
+        rs[5].time_ms = now - 3_600_000 * 2;
+        store.write_batch(filter(), rs).await.unwrap();
+        let count = |q: RecordQuery| {
+            let store = &store;
+            async move {
+                store
+                    .query_records(q)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.sequence)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            count(RecordQuery {
+                ip: Some("10.0.0.0/8".parse().unwrap()),
+                ..all()
+            })
+            .await,
+            vec![1]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                ip: Some("2001:db8::/32".parse().unwrap()),
+                ..all()
+            })
+            .await,
+            vec![2]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                ip: Some("203.0.113.7".parse().unwrap()),
+                ..all()
+            })
+            .await,
+            vec![3, 4, 5, 6]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                host: Some("other.example.com".into()),
+                ..all()
+            })
+            .await,
+            vec![3]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                path_prefix: Some("/admin".into()),
+                ..all()
+            })
+            .await,
+            vec![4]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                status: Some(StatusFilter::Class(4)),
+                ..all()
+            })
+            .await,
+            vec![5]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                status: Some(StatusFilter::Code(200)),
+                ..all()
+            })
+            .await,
+            vec![1, 2, 3, 4, 6]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                method: Some("POST".into()),
+                ..all()
+            })
+            .await,
+            vec![6]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                principal: Some("bob".into()),
+                ..all()
+            })
+            .await,
+            vec![6]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                decision: Some(DecisionFilter::Deny),
+                ..all()
+            })
+            .await,
+            vec![6]
+        );
+        let hour = TimeBound::Ago(std::time::Duration::from_secs(3600));
+        assert_eq!(
+            count(RecordQuery {
+                since: Some(hour),
+                ..all()
+            })
+            .await,
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(
+            count(RecordQuery {
+                until: Some(hour),
+                ..all()
+            })
+            .await,
+            vec![6]
+        );
+        assert_eq!(count(RecordQuery { limit: 2, ..all() }).await, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn prune_deletes_only_old_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store
+            .write_batch(filter(), vec![record(1, 1000), record(2, 5000)])
+            .await
+            .unwrap();
+        store
+            .write_batch(filter(), vec![record(3, 1500)])
+            .await
+            .unwrap();
+        // The first block holds a record newer than the cut-off: blocks go whole.
+        assert_eq!(store.prune(2000).await.unwrap(), 1);
+        assert_eq!(store.prune(2000).await.unwrap(), 0);
+        let left: Vec<u64> = store
+            .query_records(all())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.sequence)
+            .collect();
+        assert_eq!(left, vec![2, 1]);
+    }
+
+    fn sequences(records: &[StoredRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.sequence).collect()
+    }
+
+    async fn oldest_first(store: &Store) -> Vec<u64> {
+        let filter = RecordFilter::new(&all(), crate::time::now_ms());
+        store
+            .read(move |conn| {
+                let mut out = Vec::new();
+                scan_matching(conn, &filter, Order::OldestFirst, |_, r| {
+                    out.push(r.sequence);
+                    ControlFlow::Continue(())
+                })?;
+                Ok(out)
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn block_sizes(store: &Store) -> Vec<i64> {
+        store
+            .read(|conn| {
+                let mut stmt = conn.prepare("SELECT records FROM record_blocks ORDER BY id")?;
+                let sizes = stmt.query_map([], |r| r.get(0))?;
+                sizes.collect::<Result<Vec<i64>, _>>().map_err(Error::from)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn overlapping_blocks_read_back_in_time_order_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        // Two commits whose times interleave (two filters shipping with different delays).
+        store
+            .write_batch(
+                filter(),
+                vec![record(1, 1000), record(2, 5000), record(3, 9000)],
+            )
+            .await
+            .unwrap();
+        let mut other = filter();
+        other.worker = 1;
+        store
+            .write_batch(
+                other,
+                vec![record(11, 9000), record(12, 2000), record(13, 3000)],
+            )
+            .await
+            .unwrap();
+        let newest = store.query_records(all()).await.unwrap();
+        // Equal times: the later block first going backwards, the earlier going forwards.
+        assert_eq!(sequences(&newest), vec![11, 3, 2, 13, 12, 1]);
+        assert_eq!(newest[0].filter_worker, 1);
+        assert_eq!(oldest_first(&store).await, vec![1, 12, 13, 2, 3, 11]);
+        let top = store
+            .query_records(RecordQuery { limit: 2, ..all() })
+            .await
+            .unwrap();
+        assert_eq!(sequences(&top), vec![11, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_large_group_is_split_into_time_ordered_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let n = BLOCK_RECORDS as u64 * 2 + 100;
+        // Times run backwards against sequences, so the store must sort.
+        let records: Vec<AccessRecord> = (1..=n)
+            .map(|seq| record(seq, 1_000_000 - i64::try_from(seq).unwrap()))
+            .collect();
+        let out = store.write_batch(filter(), records).await.unwrap();
+        assert_eq!(out.accepted as u64, n);
+        assert_eq!(block_sizes(&store).await, vec![8192, 8192, 100]);
+        let top = store
+            .query_records(RecordQuery { limit: 3, ..all() })
+            .await
+            .unwrap();
+        assert_eq!(sequences(&top), vec![1, 2, 3]);
+        let all_oldest = oldest_first(&store).await;
+        assert_eq!(all_oldest.len() as u64, n);
+        assert_eq!(all_oldest.first(), Some(&n));
+        assert!(all_oldest.windows(2).all(|w| w[0] == w[1] + 1));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_a_restart_is_still_a_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        store
+            .write_batch(filter(), vec![record(1, 1000), record(2, 1000)])
+            .await
+            .unwrap();
+        store.close().await;
+        drop(store);
+        let store = open(dir.path()).await;
+        let out = store
+            .write_batch(filter(), vec![record(2, 1000), record(3, 1000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            out,
+            BatchOutcome {
+                accepted: 1,
+                duplicates: 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn small_blocks_are_merged_without_changing_any_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let mut seq = 0u64;
+        let mut small_batch = |store_time: i64| {
+            let batch: Vec<AccessRecord> = (0..3)
+                .map(|i| {
+                    seq += 1;
+                    let mut r = record(seq, store_time + i);
+                    r.status = if seq.is_multiple_of(4) { 404 } else { 200 };
+                    r
+                })
+                .collect();
+            batch
+        };
+        for i in 0..40 {
+            store
+                .write_batch(filter(), small_batch(1000 + i * 2))
+                .await
+                .unwrap();
+        }
+        // A block too large to merge, then more small ones after it.
+        let big: Vec<AccessRecord> = (0..COMPACT_BELOW as u64)
+            .map(|i| record(10_000 + i, 500))
+            .collect();
+        store.write_batch(filter(), big).await.unwrap();
+        for i in 0..5 {
+            store
+                .write_batch(filter(), small_batch(3000 + i))
+                .await
+                .unwrap();
+        }
+        let before = store
+            .query_records(RecordQuery {
+                limit: 5000,
+                ..all()
+            })
+            .await
+            .unwrap();
+        let fours = RecordQuery {
+            status: Some(StatusFilter::Code(404)),
+            limit: 5000,
+            ..all()
+        };
+        let before_404 = store.query_records(fours.clone()).await.unwrap();
+        assert_eq!(block_sizes(&store).await.len(), 46);
+
+        // Nothing was written before this time: nothing is touched.
+        assert_eq!(store.compact(0).await.unwrap(), 0);
+        let merges = store.compact(crate::time::now_ms() + 1000).await.unwrap();
+        assert_eq!(merges, 2);
+        assert_eq!(
+            block_sizes(&store).await,
+            vec![120, COMPACT_BELOW, 15],
+            "small runs merged on each side of the large block, which stays"
+        );
+        assert_eq!(
+            store
+                .query_records(RecordQuery {
+                    limit: 5000,
+                    ..all()
+                })
+                .await
+                .unwrap(),
+            before
+        );
+        assert_eq!(store.query_records(fours).await.unwrap(), before_404);
+
+        // A merged block that is still small takes in later small blocks.
+        store
+            .write_batch(filter(), small_batch(4000))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.compact(crate::time::now_ms() + 1000).await.unwrap(),
+            1
+        );
+        assert_eq!(block_sizes(&store).await, vec![120, COMPACT_BELOW, 18]);
+        assert_eq!(
+            store.compact(crate::time::now_ms() + 1000).await.unwrap(),
+            0
+        );
+        // Retries of merged records are still recognised.
+        let out = store
+            .write_batch(filter(), vec![record(1, 1000)])
+            .await
+            .unwrap();
+        assert_eq!(out.duplicates, 1);
+    }
+}
