@@ -354,3 +354,148 @@ fn rules_engine_throughput_and_memory() {
         rss_kib("VmHWM:") / 1024
     );
 }
+
+/// Query latency over BENCH_RECORDS records (default 2,000,000) spread over the last hour from
+/// 8 filters, stored through the Export path: the newest 100, a recent status filter, a client
+/// seen once (block summaries skip the rest), a rare path prefix (no summary help: every block
+/// in range is read), the access report and a 20-rule replay over the hour.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn query_latency() {
+    use warden_collector::query::{RecordQuery, StatusFilter};
+    use warden_collector::report::{ReportFormat, ReportQuery, access_report};
+    use warden_collector::time::TimeBound;
+    let total = env_or("BENCH_RECORDS", 2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            Synchronous::Normal,
+            100_000,
+            Arc::clone(&metrics),
+        )
+        .unwrap(),
+    );
+    let ingest = Ingest::new(
+        Arc::clone(&store),
+        Default::default(),
+        Default::default(),
+        metrics,
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let batches = total / 1000;
+    let step_ms = 3_600_000 / batches as i64;
+    let t = Instant::now();
+    for b in 0..batches {
+        let start = now - 3_600_000 + b as i64 * step_ms;
+        let mut req = batch((b % 8) as u32, (b / 8 * 1000 + 1) as u64, 1000, start);
+        if b == batches / 2 {
+            req.records[0].client_address = "192.0.2.77".into();
+            req.records[0].path = "/admin/export".into();
+        }
+        ingest.export(req).await.unwrap();
+    }
+    println!(
+        "stored {total} records over 1h of record time in {:.2}s",
+        t.elapsed().as_secs_f64()
+    );
+    let minutes = |m: u64| Some(TimeBound::Ago(std::time::Duration::from_secs(m * 60)));
+    let cases: Vec<(&str, RecordQuery)> = vec![
+        (
+            "newest 100, no filter",
+            RecordQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
+            "status 4xx in the last 5 min, limit 1000",
+            RecordQuery {
+                since: minutes(5),
+                status: Some(StatusFilter::Class(4)),
+                limit: 1000,
+                ..Default::default()
+            },
+        ),
+        (
+            "one client seen once, last hour",
+            RecordQuery {
+                since: minutes(61),
+                ip: Some("192.0.2.77".parse().unwrap()),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
+            "rare path prefix, last hour (reads every block)",
+            RecordQuery {
+                since: minutes(61),
+                path_prefix: Some("/admin".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (name, q) in cases {
+        let t = Instant::now();
+        let got = store.query_records(q).await.unwrap();
+        println!(
+            "query {name}: {} records in {:.1} ms",
+            got.len(),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let t = Instant::now();
+    let rows = access_report(
+        &store,
+        &ReportQuery {
+            since: minutes(61).unwrap(),
+            until: None,
+            principal: None,
+            host: None,
+            format: ReportFormat::Json,
+        },
+    )
+    .await
+    .unwrap();
+    println!(
+        "access report over the hour: {} rows in {:.2}s",
+        rows.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let mut rules = String::new();
+    for k in 0..5 {
+        rules.push_str(&format!(
+            "[[rules]]\nname = \"auth-{k}\"\nkind = \"auth_failures\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"flood-{k}\"\nkind = \"status_flood\"\nstatus_class = \"4xx\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"paths-{k}\"\nkind = \"distinct_paths\"\nthreshold = {}\nwindow = \"1m\"\naction = \"alert\"\n\n\
+             [[rules]]\nname = \"rate-{k}\"\nkind = \"rate\"\nlimit = {}\nperiod = \"1m\"\naction = \"throttle\"\n\n",
+            50 + k,
+            100 + k,
+            500 + k,
+            1000 + k
+        ));
+    }
+    let t = Instant::now();
+    let replayed = warden_collector::replay::replay(&store, &rules, minutes(61).unwrap(), None)
+        .await
+        .unwrap();
+    println!(
+        "replay of 20 rules over the hour: {} records, {} decisions in {:.2}s",
+        replayed.records,
+        replayed.decisions.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let db_bytes: u64 = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "database files: {:.1} MiB ({:.0} bytes per record)",
+        db_bytes as f64 / 1048576.0,
+        db_bytes as f64 / total as f64
+    );
+    store.close().await;
+}

@@ -36,6 +36,11 @@ const QUEUE_DEPTH: usize = 1024;
 /// Blocks deleted per retention step, so ingest is never blocked for long.
 const PRUNE_BLOCKS: i64 = 64;
 
+/// Widest time range one block covers. A record far from the others (a clock gone wrong, a
+/// filter replaying an old buffer) gets a block of its own instead of widening its group's, so
+/// time-bounded scans stay narrow.
+const MAX_BLOCK_SPAN_MS: i64 = 15 * 60 * 1000;
+
 /// Blocks holding fewer records than this are merged with their neighbours (in write order) once
 /// settled. At low traffic every group commit writes a small block; merging keeps the number of
 /// blocks a query must consider proportional to records, not to commits.
@@ -165,13 +170,22 @@ impl Store {
         records: impl Into<Arc<Vec<AccessRecord>>>,
     ) -> Result<BatchOutcome, Error> {
         let records = records.into();
+        self.ask(|reply| Job::Batch {
+            filter,
+            records,
+            reply,
+        })
+        .await
+    }
+
+    /// Queues the job `make` builds around a reply channel and waits for the writer's answer.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Job,
+    ) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         self.jobs
-            .send(Job::Batch {
-                filter,
-                records,
-                reply,
-            })
+            .send(make(reply))
             .await
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
@@ -180,26 +194,17 @@ impl Store {
     /// Deletes blocks whose newest record is older than `before_ms`, a slice at a time so
     /// ingest is never blocked for long; returns the number of records deleted (0 when done).
     pub async fn prune(&self, before_ms: i64) -> Result<usize, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Prune { before_ms, reply })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        self.ask(|reply| Job::Prune { before_ms, reply }).await
     }
 
     /// Merges small blocks (see [`COMPACT_BELOW`]) written before `written_before_ms` until none
     /// are left or a batch is waiting; returns the number of merges.
     pub async fn compact(&self, written_before_ms: i64) -> Result<usize, Error> {
-        let (reply, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Compact {
-                written_before_ms,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        self.ask(|reply| Job::Compact {
+            written_before_ms,
+            reply,
+        })
+        .await
     }
 
     /// Runs `f` on a read connection on the blocking pool.
@@ -490,46 +495,55 @@ impl Writer {
     /// [`BLOCK_RECORDS`] records), moving the final-block mark past blocks that will stay.
     fn next_compaction_run(&mut self, settled_ms: i64) -> Result<Option<Vec<i64>>, Error> {
         loop {
-            let blocks: Vec<(i64, i64, i64)> = {
+            let blocks: Vec<CompactionCandidate> = {
                 let mut stmt = self.conn.prepare_cached(
-                    "SELECT id, records, received_ms FROM record_blocks WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, records, received_ms, min_time_ms, max_time_ms FROM record_blocks
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
                 )?;
                 stmt.query_map(params![self.compacted_through, COMPACT_SCAN], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok(CompactionCandidate {
+                        id: r.get(0)?,
+                        records: r.get(1)?,
+                        received_ms: r.get(2)?,
+                        min_time_ms: r.get(3)?,
+                        max_time_ms: r.get(4)?,
+                    })
                 })?
                 .collect::<Result<_, _>>()?
             };
             let scanned_all = blocks.len() < usize::try_from(COMPACT_SCAN).unwrap_or(usize::MAX);
-            let mut run: Vec<i64> = Vec::new();
-            let mut total = 0i64;
+            let mut run: Vec<&CompactionCandidate> = Vec::new();
             let mut final_through = self.compacted_through;
-            for &(id, records, received_ms) in &blocks {
-                if received_ms >= settled_ms {
+            for b in &blocks {
+                if b.received_ms >= settled_ms {
                     break;
                 }
-                if records < COMPACT_BELOW {
-                    if total + records <= BLOCK_RECORDS as i64 {
-                        run.push(id);
-                        total += records;
-                        continue;
+                if b.records >= COMPACT_BELOW {
+                    if run.len() >= 2 {
+                        break;
                     }
-                    // Full (two small blocks always fit, so the run has at least two).
-                    break;
+                    // A large block, and a lone small one before it: both stay as they are.
+                    final_through = b.id;
+                    run.clear();
+                    continue;
+                }
+                if run.is_empty() || fits(&run, b) {
+                    run.push(b);
+                    continue;
                 }
                 if run.len() >= 2 {
                     break;
                 }
-                // A large block, and a lone small one before it: both stay as they are.
-                final_through = id;
-                run.clear();
-                total = 0;
+                // A lone small block that cannot take its neighbour in: it stays.
+                final_through = run.first().map_or(final_through, |r| r.id);
+                run = vec![b];
             }
             self.mark_final(final_through)?;
             if run.len() >= 2 {
-                return Ok(Some(run));
+                return Ok(Some(run.iter().map(|b| b.id).collect()));
             }
             // Unsettled blocks, or the end of the table: nothing more to do now.
-            if scanned_all || blocks.iter().any(|b| b.2 >= settled_ms) {
+            if scanned_all || blocks.iter().any(|b| b.received_ms >= settled_ms) {
                 return Ok(None);
             }
         }
@@ -615,6 +629,29 @@ impl Writer {
     }
 }
 
+/// A block considered for merging.
+struct CompactionCandidate {
+    id: i64,
+    records: i64,
+    received_ms: i64,
+    min_time_ms: i64,
+    max_time_ms: i64,
+}
+
+/// Whether `next` can join `run` within the block bounds (records and time span).
+fn fits(run: &[&CompactionCandidate], next: &CompactionCandidate) -> bool {
+    let records: i64 = run.iter().map(|b| b.records).sum::<i64>() + next.records;
+    let min = run
+        .iter()
+        .map(|b| b.min_time_ms)
+        .fold(next.min_time_ms, i64::min);
+    let max = run
+        .iter()
+        .map(|b| b.max_time_ms)
+        .fold(next.max_time_ms, i64::max);
+    records <= BLOCK_RECORDS as i64 && max.saturating_sub(min) <= MAX_BLOCK_SPAN_MS
+}
+
 /// Records gathered for one or more blocks, with each filter identity listed once.
 #[derive(Default)]
 struct Gathered<'a> {
@@ -634,13 +671,23 @@ impl<'a> Gathered<'a> {
     }
 
     /// Sorts the records by time (stable: equal times keep their order) and encodes them as
-    /// blocks of at most [`BLOCK_RECORDS`].
+    /// blocks of at most [`BLOCK_RECORDS`] records spanning at most [`MAX_BLOCK_SPAN_MS`].
     fn encode(&mut self) -> Vec<block::EncodedBlock> {
         self.entries.sort_by_key(|(_, r)| r.time_ms);
-        self.entries
-            .chunks(BLOCK_RECORDS)
-            .map(|chunk| block::encode(&self.filters, chunk))
-            .collect()
+        let mut blocks = Vec::new();
+        let mut rest = self.entries.as_slice();
+        while let Some((_, first)) = rest.first() {
+            let limit = first.time_ms.saturating_add(MAX_BLOCK_SPAN_MS);
+            let len = rest
+                .iter()
+                .take(BLOCK_RECORDS)
+                .take_while(|(_, r)| r.time_ms <= limit)
+                .count();
+            let (chunk, tail) = rest.split_at(len);
+            blocks.push(block::encode(&self.filters, chunk));
+            rest = tail;
+        }
+        blocks
     }
 }
 
@@ -740,8 +787,7 @@ pub async fn retention_task(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::query::{DecisionFilter, StatusFilter};
-    use crate::time::TimeBound;
+    use crate::query::StatusFilter;
     use warden_proto::pb::{
         AuthDecision, DenyKind, Mechanism, Principal, PrincipalSource, Verdict,
     };
@@ -812,6 +858,12 @@ pub(crate) mod tests {
         assert_eq!(got[0].sequence, 2, "newest first");
         assert_eq!(got[0].time, "1970-01-01T00:00:02.000Z");
         assert_eq!(got[0].filter_node, "envoy-1");
+        // The sequences survived too: a retry after the restart is a duplicate.
+        let out = store
+            .write_batch(filter(), vec![record(2, 2000), record(3, 3000)])
+            .await
+            .unwrap();
+        assert_eq!((out.accepted, out.duplicates), (1, 1));
     }
 
     #[tokio::test]
@@ -909,7 +961,6 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn each_filter_narrows_the_query() {
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
         let now = crate::time::now_ms();
         let mut rs = Vec::new();
         for i in 1..=6u64 {
@@ -930,117 +981,44 @@ pub(crate) mod tests {
             ..Default::default()
         });
         rs[5].time_ms = now - 3_600_000 * 2;
-        store.write_batch(filter(), rs).await.unwrap();
-        let count = |q: RecordQuery| {
-            let store = &store;
-            async move {
-                store
+        // Once in one block (the record test decides), once a block per record (the summary
+        // test decides which blocks are read).
+        let cases: &[(&str, &str, &[u64])] = &[
+            ("ip", "10.0.0.0/8", &[1]),
+            ("ip", "2001:db8::/32", &[2]),
+            ("ip", "203.0.113.7", &[3, 4, 5, 6]),
+            ("host", "other.example.com", &[3]),
+            ("path_prefix", "/admin", &[4]),
+            ("status", "4xx", &[5]),
+            ("status", "200", &[1, 2, 3, 4, 6]),
+            ("method", "post", &[6]),
+            ("principal", "bob", &[6]),
+            ("decision", "deny", &[6]),
+            ("since", "1h", &[1, 2, 3, 4, 5]),
+            ("until", "1h", &[6]),
+            ("limit", "2", &[1, 2]),
+        ];
+        let one_block = open(dir.path()).await;
+        one_block.write_batch(filter(), rs.clone()).await.unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let many_blocks = open(other_dir.path()).await;
+        for r in rs {
+            many_blocks.write_batch(filter(), vec![r]).await.unwrap();
+        }
+        for store in [&one_block, &many_blocks] {
+            for (key, value, expected) in cases {
+                let params = [(key.to_string(), value.to_string())].into();
+                let q = RecordQuery::from_params(&params, 1000).unwrap();
+                let got: Vec<u64> = store
                     .query_records(q)
                     .await
                     .unwrap()
-                    .into_iter()
+                    .iter()
                     .map(|r| r.sequence)
-                    .collect::<Vec<_>>()
+                    .collect();
+                assert_eq!(&got, expected, "{key}={value}");
             }
-        };
-        assert_eq!(
-            count(RecordQuery {
-                ip: Some("10.0.0.0/8".parse().unwrap()),
-                ..all()
-            })
-            .await,
-            vec![1]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                ip: Some("2001:db8::/32".parse().unwrap()),
-                ..all()
-            })
-            .await,
-            vec![2]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                ip: Some("203.0.113.7".parse().unwrap()),
-                ..all()
-            })
-            .await,
-            vec![3, 4, 5, 6]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                host: Some("other.example.com".into()),
-                ..all()
-            })
-            .await,
-            vec![3]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                path_prefix: Some("/admin".into()),
-                ..all()
-            })
-            .await,
-            vec![4]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                status: Some(StatusFilter::Class(4)),
-                ..all()
-            })
-            .await,
-            vec![5]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                status: Some(StatusFilter::Code(200)),
-                ..all()
-            })
-            .await,
-            vec![1, 2, 3, 4, 6]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                method: Some("POST".into()),
-                ..all()
-            })
-            .await,
-            vec![6]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                principal: Some("bob".into()),
-                ..all()
-            })
-            .await,
-            vec![6]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                decision: Some(DecisionFilter::Deny),
-                ..all()
-            })
-            .await,
-            vec![6]
-        );
-        let hour = TimeBound::Ago(std::time::Duration::from_secs(3600));
-        assert_eq!(
-            count(RecordQuery {
-                since: Some(hour),
-                ..all()
-            })
-            .await,
-            vec![1, 2, 3, 4, 5]
-        );
-        assert_eq!(
-            count(RecordQuery {
-                until: Some(hour),
-                ..all()
-            })
-            .await,
-            vec![6]
-        );
-        assert_eq!(count(RecordQuery { limit: 2, ..all() }).await, vec![1, 2]);
+        }
     }
 
     #[tokio::test]
@@ -1155,30 +1133,6 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_retry_after_a_restart_is_still_a_duplicate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path()).await;
-        store
-            .write_batch(filter(), vec![record(1, 1000), record(2, 1000)])
-            .await
-            .unwrap();
-        store.close().await;
-        drop(store);
-        let store = open(dir.path()).await;
-        let out = store
-            .write_batch(filter(), vec![record(2, 1000), record(3, 1000)])
-            .await
-            .unwrap();
-        assert_eq!(
-            out,
-            BatchOutcome {
-                accepted: 1,
-                duplicates: 1
-            }
-        );
-    }
-
-    #[tokio::test]
     async fn small_blocks_are_merged_without_changing_any_answer() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
@@ -1267,5 +1221,43 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(out.duplicates, 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_far_from_its_batch_gets_its_own_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let day = 86_400_000;
+        store
+            .write_batch(
+                filter(),
+                vec![record(1, 10 * day), record(2, day), record(3, 10 * day + 5)],
+            )
+            .await
+            .unwrap();
+        store
+            .write_batch(filter(), vec![record(4, 10 * day + 9)])
+            .await
+            .unwrap();
+        assert_eq!(block_sizes(&store).await, vec![1, 2, 1]);
+        // Merging keeps the bound too: only the two blocks close in time are merged.
+        assert_eq!(
+            store.compact(crate::time::now_ms() + 1000).await.unwrap(),
+            1
+        );
+        assert_eq!(block_sizes(&store).await, vec![1, 3]);
+        let span: i64 = store
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT value FROM store_meta WHERE key = 'max_block_span_ms'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(Error::from)
+            })
+            .await
+            .unwrap();
+        assert_eq!(span, 9);
+        assert_eq!(oldest_first(&store).await, vec![2, 1, 3, 4]);
     }
 }
