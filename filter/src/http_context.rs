@@ -261,9 +261,7 @@ impl HttpContext for WardenHttp {
                 principal.as_ref(),
             ),
         };
-        // Credentials that failed authentication name nobody: a claimed user name or key is
-        // not an identity, and recording it would attribute the attempt to its victim.
-        let principal = principal.filter(|_| decision.deny_kind != DenyKind::Authentication as i32);
+        let principal = identity::attributable(principal, &decision);
         let rec = record::build(&facts, &config.record, principal, Some(decision));
         let urgent = batch::is_urgent(&config.batch, &rec);
         let mut state = state.borrow_mut();

@@ -266,6 +266,21 @@ pub fn decision(status: u32, details: &str, principal: Option<&Principal>) -> Au
     }
 }
 
+/// The principal a record may name, given how the request was decided. Credentials that failed
+/// authentication name nobody: a claimed user name or key is not an identity, and recording it
+/// would attribute the attempt to its victim. A request Warden refused before any authentication
+/// ran can only name a peer certificate, which the TLS handshake verified; a basic-auth user or
+/// API key on it was never checked.
+pub fn attributable(principal: Option<Principal>, decision: &AuthDecision) -> Option<Principal> {
+    let p = principal?;
+    let unverified_block = decision.mechanism == Mechanism::WardenDenyList as i32
+        && p.source != PrincipalSource::Mtls as i32;
+    if decision.deny_kind == DenyKind::Authentication as i32 || unverified_block {
+        return None;
+    }
+    Some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,5 +465,37 @@ mod tests {
         let d = decision(200, "via_upstream", Some(&p));
         assert_eq!(d.verdict, Verdict::Allow as i32);
         assert_eq!(d.mechanism, Mechanism::BasicAuth as i32);
+    }
+
+    #[test]
+    fn only_verified_identities_are_attributed() {
+        let named = |source: PrincipalSource| {
+            Some(Principal {
+                source: source as i32,
+                name: "demo".into(),
+                ..Default::default()
+            })
+        };
+        let failed_login = decision(401, "via_upstream", None);
+        assert_eq!(
+            attributable(named(PrincipalSource::BasicAuth), &failed_login),
+            None
+        );
+        let blocked = AuthDecision {
+            verdict: Verdict::Deny as i32,
+            mechanism: Mechanism::WardenDenyList as i32,
+            deny_kind: DenyKind::Blocked as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            attributable(named(PrincipalSource::BasicAuth), &blocked),
+            None
+        );
+        assert_eq!(attributable(named(PrincipalSource::ApiKey), &blocked), None);
+        assert!(attributable(named(PrincipalSource::Mtls), &blocked).is_some());
+        let forbidden = decision(403, "rbac_access_denied_matched_policy[none]", None);
+        assert!(attributable(named(PrincipalSource::Jwt), &forbidden).is_some());
+        let allowed = decision(200, "via_upstream", None);
+        assert!(attributable(named(PrincipalSource::BasicAuth), &allowed).is_some());
     }
 }

@@ -184,6 +184,24 @@ async fn a_login_brute_force_is_blocked_within_a_few_requests_of_the_threshold()
     assert!(explained.contains("is BLOCKED"), "{explained}");
     assert!(explained.contains("login-brute-force"), "{explained}");
     assert!(explained.contains("threshold 10"), "{explained}");
+    // The blocked attempts name nobody: the user name they carry was never verified, and naming
+    // it would pin the attack on its victim.
+    let url = format!(
+        "{}/api/v1/records?ip=127.0.0.51&status=403",
+        stack.collector.base_url()
+    );
+    let blocked = eventually("the records of the blocked attempts", || async {
+        let v = stack.collector.get_json(&url).await?;
+        match v["records"].as_array() {
+            Some(records) if !records.is_empty() => Ok(records.clone()),
+            _ => Err(format!("no 403 record yet: {v}")),
+        }
+    })
+    .await;
+    for r in &blocked {
+        assert_eq!(r["mechanism"], "warden_deny_list", "{r}");
+        assert!(r["principal"].is_null(), "{r}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
