@@ -21,15 +21,21 @@ use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
 use warden_proto::pb::{AccessRecord, FilterIdentity};
 use warden_rules::{Action, Engine, Rule, RuleDecision, RuleKind, RuleSet, RulesErrors};
 
 /// Batches waiting for the engine. At the default 1,000-record batches this is 256k records of
 /// slack before ingest starts skipping evaluation.
 const QUEUE_BATCHES: usize = 256;
+/// How long a batch waits for room in the engine's queue. Under overload ingest slows to the
+/// engine's pace (filters buffer meanwhile), so every record is evaluated and a flood cannot
+/// blind the rules to an attack hidden in it. Only an engine stalled this long (a reload holding
+/// it) makes the collector skip evaluation rather than hold acknowledgements.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(1);
 /// At most one "queue full" warning per this period.
 const SKIP_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Batch ranges remembered per filter worker to recognise a retried batch.
@@ -319,7 +325,7 @@ type Batch = (FilterIdentity, Arc<Vec<AccessRecord>>);
 /// The running detection: hand batches to it with [`Detection::submit`].
 pub struct Detection {
     shared: Arc<Shared>,
-    tx: Mutex<Option<SyncSender<Batch>>>,
+    tx: Mutex<Option<mpsc::Sender<Batch>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -356,11 +362,11 @@ impl Detection {
             last_skip_warning: Mutex::new(None),
         });
         reconcile_lists(&shared.decisions, &rules);
-        let (tx, rx) = sync_channel(QUEUE_BATCHES);
+        let (tx, mut rx) = mpsc::channel(QUEUE_BATCHES);
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("warden-rules".into())
-            .spawn(move || engine_loop(&thread_shared, &conn, &rx))
+            .spawn(move || engine_loop(&thread_shared, &conn, &mut rx))
             .map_err(|e| Error::Storage(format!("cannot start the rules thread: {e}")))?;
         Ok(Arc::new(Detection {
             shared,
@@ -369,14 +375,17 @@ impl Detection {
         }))
     }
 
-    /// Queues a validated batch for evaluation; never blocks. A full queue skips the batch.
-    pub fn submit(&self, filter: &FilterIdentity, records: &Arc<Vec<AccessRecord>>) {
-        let Ok(guard) = self.tx.lock() else { return };
-        let Some(tx) = guard.as_ref() else { return };
+    /// Queues a validated batch for evaluation, waiting up to [`SUBMIT_PATIENCE`] for room;
+    /// past that the batch is skipped (stored, not evaluated) and counted.
+    pub async fn submit(&self, filter: &FilterIdentity, records: &Arc<Vec<AccessRecord>>) {
+        let Some(tx) = self.tx.lock().ok().and_then(|guard| guard.clone()) else {
+            return;
+        };
         let n = records.len() as u64;
-        match tx.try_send((filter.clone(), Arc::clone(records))) {
+        let batch = (filter.clone(), Arc::clone(records));
+        match tx.send_timeout(batch, SUBMIT_PATIENCE).await {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(SendTimeoutError::Timeout(_)) => {
                 self.shared
                     .metrics
                     .rules_records_skipped
@@ -388,11 +397,11 @@ impl Detection {
                     *last = Some(Instant::now());
                     tracing::warn!(
                         skipped_total = self.shared.metrics.rules_records_skipped.load(Relaxed),
-                        "rules engine cannot keep up; records skipped (not evaluated, still stored)"
+                        "rules engine stalled; records skipped (not evaluated, still stored)"
                     );
                 }
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(SendTimeoutError::Closed(_)) => {}
         }
     }
 
@@ -644,10 +653,10 @@ impl RecentBatches {
     }
 }
 
-fn engine_loop(shared: &Shared, conn: &Connection, rx: &Receiver<Batch>) {
+fn engine_loop(shared: &Shared, conn: &Connection, rx: &mut mpsc::Receiver<Batch>) {
     let mut recent = RecentBatches::default();
     let mut out = Vec::new();
-    while let Ok((filter, records)) = rx.recv() {
+    while let Some((filter, records)) = rx.blocking_recv() {
         if recent.is_retry(&filter, &records) {
             continue;
         }
@@ -926,5 +935,78 @@ mod tests {
         let config = Config::parse(&text, &dir.path().join("warden.toml")).unwrap();
         let e = RulesSource::from_config(&config).load().unwrap_err();
         assert!(e.to_string().contains("duplicate"), "{e}");
+    }
+
+    // Holding the engine's lock across awaits is how this test stalls the engine thread.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_busy_engine_slows_ingest_and_only_a_stalled_one_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("warden.db");
+        let metrics = Arc::new(Metrics::default());
+        let decisions = Decisions::open(
+            open_connection(&db, Synchronous::Off).unwrap(),
+            100,
+            100,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        let rules = RuleSet::from_toml_str(
+            "[[rules]]\nname = \"a\"\nkind = \"auth_failures\"\nthreshold = 10\nwindow = \"1m\"\naction = \"deny\"\n",
+            "r.toml",
+        )
+        .unwrap();
+        let detection = Detection::start(
+            RulesSource::default(),
+            rules,
+            &db,
+            Synchronous::Off,
+            decisions,
+            Arc::clone(&metrics),
+            Alerter::disabled(Arc::clone(&metrics)),
+        )
+        .unwrap();
+        let filter = FilterIdentity::default();
+        let mut sequence = 0u64;
+        let mut next_batch = || {
+            sequence += 1;
+            Arc::new(vec![AccessRecord {
+                sequence,
+                time_ms: 1,
+                ..Default::default()
+            }])
+        };
+        let queue = detection.tx.lock().unwrap().clone().unwrap();
+
+        // Hold the engine: it takes one batch and waits; then the queue fills up.
+        let engine = detection.shared.engine.lock().unwrap();
+        let mut sent = 0u64;
+        while queue.capacity() > 0 {
+            detection.submit(&filter, &next_batch()).await;
+            sent += 1;
+        }
+        // One more waits for room, and gets it once the engine moves again.
+        let waiting = next_batch();
+        tokio::join!(detection.submit(&filter, &waiting), async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(engine);
+        });
+        sent += 1;
+        let evaluated = || metrics.rules_records_evaluated.load(Relaxed);
+        while evaluated() < sent {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(metrics.rules_records_skipped.load(Relaxed), 0);
+
+        // An engine stalled past the patience: the batch is skipped (and counted), not held.
+        let engine = detection.shared.engine.lock().unwrap();
+        while queue.capacity() > 0 {
+            detection.submit(&filter, &next_batch()).await;
+        }
+        detection.submit(&filter, &next_batch()).await;
+        assert_eq!(metrics.rules_records_skipped.load(Relaxed), 1);
+        drop(engine);
+        drop(queue);
+        detection.close().await;
     }
 }

@@ -181,12 +181,17 @@ impl Ingest {
         let filter = req.filter.unwrap_or_default();
         self.note_dropped(&filter, req.dropped_total);
         let records = Arc::new(req.records);
-        // Evaluation starts now, in parallel with the commit below: a ban does not wait for the
-        // fsync. It never makes ingest wait either (a full engine queue skips the batch).
-        if let Some(d) = &self.detection {
-            d.submit(&filter, &records);
-        }
-        match self.store.write_batch(filter, records).await {
+        // Evaluation is queued in parallel with the commit: a ban does not wait for the fsync.
+        // The acknowledgement waits for both, so an overloaded engine slows ingest down instead
+        // of leaving records unevaluated.
+        let evaluate = async {
+            if let Some(d) = &self.detection {
+                d.submit(&filter, &records).await;
+            }
+        };
+        let store = self.store.write_batch(filter.clone(), Arc::clone(&records));
+        let ((), stored) = tokio::join!(evaluate, store);
+        match stored {
             Ok(outcome) => {
                 self.metrics
                     .records_stored
