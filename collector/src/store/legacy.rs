@@ -101,11 +101,13 @@ fn row_to_record(row: &Row<'_>) -> Result<(FilterIdentity, AccessRecord, i64), E
     let principal_source = value_named(row.get(26)?, principal_source_name);
     let issuer: String = row.get(27)?;
     let audiences: Vec<String> = json(row.get(28)?);
-    let claims = json(row.get(29)?);
+    let claims: std::collections::HashMap<String, String> = json(row.get(29)?);
     let certs: [String; 4] = [row.get(30)?, row.get(31)?, row.get(32)?, row.get(33)?];
     let has_principal = principal_name.is_some()
         || principal_source != 0
         || !issuer.is_empty()
+        || !audiences.is_empty()
+        || !claims.is_empty()
         || certs.iter().any(|c| !c.is_empty());
     let [cert_uri_san, cert_dns_san, cert_subject, cert_fingerprint] = certs;
     let principal = has_principal.then(|| Principal {
@@ -125,7 +127,12 @@ fn row_to_record(row: &Row<'_>) -> Result<(FilterIdentity, AccessRecord, i64), E
     let reason: String = row.get(37)?;
     let policy: String = row.get(38)?;
     let warden_decision_id = u64_at(row, 39)?;
-    let has_decision = verdict != 0 || mechanism != 0 || deny_kind != 0 || !reason.is_empty();
+    let has_decision = verdict != 0
+        || mechanism != 0
+        || deny_kind != 0
+        || !reason.is_empty()
+        || !policy.is_empty()
+        || warden_decision_id != 0;
     let decision = has_decision.then_some(AuthDecision {
         verdict,
         mechanism,

@@ -105,7 +105,7 @@ pub fn scan(
     let sql = match order {
         Order::NewestFirst => {
             "SELECT id, max_time_ms, summary FROM record_blocks
-             WHERE max_time_ms >= ?1 AND max_time_ms < ?3 AND min_time_ms < ?2
+             WHERE max_time_ms >= ?1 AND max_time_ms <= ?3 AND min_time_ms < ?2
              ORDER BY max_time_ms DESC, id DESC"
         }
         Order::OldestFirst => {
@@ -114,9 +114,11 @@ pub fn scan(
              ORDER BY min_time_ms ASC, id ASC"
         }
     };
-    // The third bound only narrows the index range: no block spans more than `span`.
+    // The third bound only narrows the index range: no block spans more than `span`, so a block
+    // with a record before `until` has its newest at most `until - 1 + span`, and one with a
+    // record at or after `since` has its oldest at least `since - span`.
     let outer = match order {
-        Order::NewestFirst => range.until_ms.saturating_add(span).saturating_add(1),
+        Order::NewestFirst => range.until_ms.saturating_sub(1).saturating_add(span),
         Order::OldestFirst => range.since_ms.saturating_sub(span),
     };
     let mut meta_stmt = conn.prepare(sql)?;
