@@ -2,6 +2,7 @@
 //! filters, the admin audit, health and metrics. Every failure answers `{"error": "..."}` with
 //! the status from [`crate::error::Error`].
 
+use crate::db::ReadPool;
 use crate::decisions::{BanRequest, Decision, DecisionAction, DecisionView, Decisions, Origin};
 use crate::detection::{Detection, query_rule_decisions};
 use crate::error::Error;
@@ -40,6 +41,8 @@ const BULK_BODY_LIMIT: usize = 256 << 20;
 pub struct AppState {
     /// Record store.
     pub store: Arc<Store>,
+    /// Read connections to `warden.db` (rule decisions).
+    pub main_db: Arc<ReadPool>,
     /// Decision store.
     pub decisions: Arc<Decisions>,
     /// Connected filters.
@@ -455,7 +458,7 @@ async fn rule_decisions(
         }
     }
     let entries = s
-        .store
+        .main_db
         .read(move |conn| query_rule_decisions(conn, ip, since, limit))
         .await?;
     Ok(Json(json!({ "rule_decisions": entries })).into_response())
@@ -474,6 +477,6 @@ async fn explain(
         .get("ip")
         .ok_or_else(|| Error::invalid("ip", "required"))
         .and_then(|v| parse_field::<std::net::IpAddr, _>("ip", v))?;
-    let v = crate::explain::explain(&s.store, &s.decisions, ip).await?;
+    let v = crate::explain::explain(&s.main_db, &s.decisions, ip).await?;
     Ok(Json(v).into_response())
 }

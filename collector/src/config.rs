@@ -170,7 +170,7 @@ impl Synchronous {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Directory holding `warden.db` (created if missing).
+    /// Directory holding `warden.db` and `records.db` (created if missing).
     pub data_dir: PathBuf,
     /// See [`Synchronous`].
     pub synchronous: Synchronous,

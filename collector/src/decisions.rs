@@ -1144,8 +1144,7 @@ pub(crate) mod tests {
     use std::time::Duration;
 
     pub(crate) fn open(dir: &Path) -> Arc<Decisions> {
-        let conn =
-            crate::store::open_connection(&dir.join("warden.db"), Synchronous::Normal).unwrap();
+        let conn = crate::db::open_connection(&dir.join("warden.db"), Synchronous::Normal).unwrap();
         Decisions::open(conn, 100, 1000, Arc::new(Metrics::default())).unwrap()
     }
 

@@ -2,10 +2,10 @@
 //! cover it (CIDRs included), allowlist entries, dry-run rule decisions that would block it, and
 //! its history of rule decisions and admin changes.
 
+use crate::db::ReadPool;
 use crate::decisions::{Decision, Decisions};
 use crate::detection::query_rule_decisions;
 use crate::error::Error;
-use crate::store::Store;
 use crate::target::Target;
 use crate::time::now_ms;
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ const AUDIT_SCAN: usize = 10_000;
 
 /// Builds the explanation of `ip`.
 pub async fn explain(
-    store: &Store,
+    main_db: &ReadPool,
     decisions: &Arc<Decisions>,
     ip: IpAddr,
 ) -> Result<Value, Error> {
@@ -32,7 +32,7 @@ pub async fn explain(
     })
     .await
     .map_err(|e| Error::Storage(format!("task failed: {e}")))??;
-    let history = store
+    let history = main_db
         .read(move |conn| query_rule_decisions(conn, Some(ip), None, HISTORY_LIMIT))
         .await?;
     let now = now_ms();

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod db;
 pub mod decisions;
 pub mod detection;
 pub mod error;

@@ -7,13 +7,14 @@ use crate::alerts::Alerter;
 use crate::api::{AppState, router};
 use crate::auth::BearerAuth;
 use crate::config::Config;
+use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
 use crate::decisions::{Decisions, expiry_task};
 use crate::detection::{Detection, RulesSource};
 use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::push::{Push, Registry};
-use crate::store::{Store, compaction_task, open_connection, retention_task};
+use crate::store::{Store, compaction_task, retention_task};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -107,8 +108,9 @@ pub async fn serve(
         config.storage.max_group_records,
         Arc::clone(&metrics),
     )?);
+    let main_db = config.storage.data_dir.join(MAIN_DB_FILE);
     let decisions = Decisions::open(
-        open_connection(store.path(), config.storage.synchronous)?,
+        open_connection(&main_db, config.storage.synchronous)?,
         config.decisions.changelog_versions,
         config.decisions.snapshot_chunk_entries,
         Arc::clone(&metrics),
@@ -152,7 +154,7 @@ pub async fn serve(
     let detection = Detection::start(
         rules_source,
         rules,
-        store.path(),
+        &main_db,
         config.storage.synchronous,
         Arc::clone(&decisions),
         Arc::clone(&metrics),
@@ -191,6 +193,7 @@ pub async fn serve(
         );
     let app = router(AppState {
         store: Arc::clone(&store),
+        main_db: Arc::new(ReadPool::new(main_db)),
         decisions: Arc::clone(&decisions),
         registry,
         metrics,
@@ -214,7 +217,7 @@ pub async fn serve(
     ));
     tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
 
-    tracing::info!(grpc = %bound.grpc, http = %bound.http, db = %store.path().display(), version = decisions.version(), "warden collector listening");
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, data_dir = %config.storage.data_dir.display(), version = decisions.version(), "warden collector listening");
     if let Some(path) = &ready_file {
         let text =
             serde_json::json!({ "grpc": bound.grpc.to_string(), "http": bound.http.to_string() })

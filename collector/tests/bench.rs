@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 use warden_collector::config::Synchronous;
+use warden_collector::db::open_connection;
 use warden_collector::decisions::{Catchup, DecisionAction, Decisions, Origin};
 use warden_collector::ingest::Ingest;
 use warden_collector::metrics::Metrics;
-use warden_collector::store::{Store, open_connection};
+use warden_collector::store::Store;
 use warden_collector::target::Target;
 use warden_collector::time::Ttl;
 use warden_proto::pb::{AccessRecord, AuthDecision, ExportRequest, FilterIdentity, Principal};
@@ -225,7 +226,7 @@ async fn ingest_throughput_with_rules() {
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(Store::open(dir.path(), sync, 100_000, Arc::clone(&metrics)).unwrap());
     let decisions = Decisions::open(
-        open_connection(store.path(), sync).unwrap(),
+        open_connection(&dir.path().join("warden.db"), sync).unwrap(),
         10_000,
         10_000,
         Arc::clone(&metrics),
@@ -234,7 +235,7 @@ async fn ingest_throughput_with_rules() {
     let detection = Detection::start(
         RulesSource::default(),
         twenty_rules(),
-        store.path(),
+        &dir.path().join("warden.db"),
         sync,
         decisions,
         Arc::clone(&metrics),
@@ -486,6 +487,85 @@ async fn query_latency() {
         "database files: {:.1} MiB ({:.0} bytes per record)",
         db_bytes as f64 / 1048576.0,
         db_bytes as f64 / total as f64
+    );
+    store.close().await;
+}
+
+/// How long a ban's commit takes while records are ingested as fast as they come (8 senders,
+/// batches of 1000, synchronous=FULL): BENCH_BANS bans (default 200), one every 5 ms, timed from
+/// the call to its return (after that the push to the filters follows at once).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn ban_latency_under_ingest() {
+    use warden_collector::decisions::BanRequest;
+    let bans = env_or("BENCH_BANS", 200);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(
+        Store::open(dir.path(), Synchronous::Full, 100_000, Arc::clone(&metrics)).unwrap(),
+    );
+    let decisions = Decisions::open(
+        open_connection(&dir.path().join("warden.db"), Synchronous::Full).unwrap(),
+        10_000,
+        10_000,
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    let ingest = Arc::new(Ingest::new(
+        Arc::clone(&store),
+        Default::default(),
+        Default::default(),
+        metrics,
+    ));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut senders = Vec::new();
+    for w in 0..8u32 {
+        let ingest = Arc::clone(&ingest);
+        let stop = Arc::clone(&stop);
+        senders.push(tokio::spawn(async move {
+            let mut seq = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                ingest.export(batch(w, seq, 1000, now)).await.unwrap();
+                seq += 1000;
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut latencies = Vec::new();
+    for i in 0..bans as u32 {
+        let decisions = Arc::clone(&decisions);
+        let target = Target::from_parts(&(0x0c00_0000 + i).to_be_bytes(), 32).unwrap();
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            decisions
+                .ban(BanRequest {
+                    target,
+                    action: DecisionAction::Deny,
+                    ttl: Ttl(None),
+                    reason: "bench".into(),
+                    actor: "bench".into(),
+                    origin: Origin::manual(),
+                })
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "ban commit under ingest: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} bans)",
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        latencies.len()
     );
     store.close().await;
 }

@@ -1,6 +1,7 @@
-//! One-time upgrade of a warden 0.1 database: its `records` table (one row per record) is moved
-//! into blocks when the store opens, in one transaction, so no stored record is lost and a crash
-//! during the move leaves the old table as it was.
+//! One-time upgrade of a warden 0.1 data directory: the `records` table of `warden.db` (one row
+//! per record) is moved into blocks in `records.db` when the store opens (attached as `legacy`).
+//! Blocks and sequences commit together, and a record whose sequence is already known is not
+//! moved again, so a crash at any point loses nothing and duplicates nothing.
 
 use super::block::{BLOCK_RECORDS, EncodedBlock};
 use super::sequences::{FilterKey, SequenceLog};
@@ -19,25 +20,25 @@ const COLUMNS: &str = "filter_node, filter_worker, filter_instance, sequence, ti
     cert_dns_san, cert_subject, cert_fingerprint, decision, mechanism, deny_kind, reason, policy,
     warden_decision_id, captured_headers, received_ms";
 
-/// Whether the database still has the 0.1 `records` table.
+/// Whether the attached `legacy` database still has the 0.1 `records` table.
 pub fn needs_migration(conn: &Connection) -> Result<bool, Error> {
     let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'records'",
+        "SELECT COUNT(*) FROM legacy.sqlite_master WHERE type = 'table' AND name = 'records'",
         [],
         |r| r.get(0),
     )?;
     Ok(n > 0)
 }
 
-/// Moves every row of `records` into blocks (via `store_block`, inside the caller's
-/// transaction), marks each sequence in `sequences`, then drops the table. Returns the number
-/// of records moved and the identities touched.
+/// Moves every row of `legacy.records` not yet known to `sequences` into blocks (via
+/// `store_block`, inside the caller's transaction) and marks its sequence. Returns the number of
+/// records moved and the identities touched.
 pub fn migrate(
     conn: &Connection,
     sequences: &mut SequenceLog,
     mut store_block: impl FnMut(&EncodedBlock, i64) -> Result<(), Error>,
 ) -> Result<(usize, HashSet<FilterKey>), Error> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM records ORDER BY id"))?;
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM legacy.records ORDER BY id"))?;
     let mut rows = stmt.query([])?;
     let mut moved = 0usize;
     let mut touched = HashSet::new();
@@ -52,25 +53,24 @@ pub fn migrate(
             let mut received_ms = i64::MAX;
             for (filter, record, received) in &chunk {
                 let key = FilterKey::of(filter);
-                sequences.accept(&key, &[record.sequence]);
+                if sequences.accept(&key, &[record.sequence]) != [true] {
+                    continue;
+                }
                 touched.insert(key);
                 let index = group.filter(filter);
                 group.entries.push((index, record));
                 received_ms = received_ms.min(*received);
+                moved += 1;
             }
             for block in group.encode() {
                 store_block(&block, received_ms)?;
             }
-            moved += chunk.len();
             chunk.clear();
         }
         if row.is_none() {
             break;
         }
     }
-    drop(rows);
-    drop(stmt);
-    conn.execute_batch("DROP TABLE records")?;
     Ok((moved, touched))
 }
 
@@ -174,9 +174,10 @@ fn row_to_record(row: &Row<'_>) -> Result<(FilterIdentity, AccessRecord, i64), E
 #[cfg(test)]
 mod tests {
     use crate::config::Synchronous;
+    use crate::db::{MAIN_DB_FILE, open_connection};
     use crate::metrics::Metrics;
     use crate::query::RecordQuery;
-    use crate::store::{Store, open_connection};
+    use crate::store::Store;
     use std::sync::Arc;
 
     /// The warden 0.1 table, as it was created.
@@ -232,10 +233,10 @@ CREATE TABLE IF NOT EXISTS records (
     #[tokio::test]
     async fn a_0_1_database_is_moved_into_blocks_with_nothing_lost() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(crate::store::DB_FILE);
+        let path = dir.path().join(MAIN_DB_FILE);
         let conn = open_connection(&path, Synchronous::Normal).unwrap();
         conn.execute_batch(V01_SCHEMA).unwrap();
-        conn.execute_batch(
+        let rows =
             "INSERT INTO records (filter_node, filter_worker, filter_instance, sequence, time_ms,
                 request_id, client_address, client_port, x_forwarded_for, tls_sni, tls_version,
                 authority, method, path, protocol, status, response_code_details, response_flags,
@@ -252,9 +253,8 @@ CREATE TABLE IF NOT EXISTS records (
                ('envoy-1', 0, 'i-1', 2, 2000, 'r2', '10.0.0.1', 4001, '', '', '', 'app', 'GET',
                 '/admin', 'HTTP/1.1', 200, 'via_upstream', '', 'r', 'c', 'u', 10, 1, 2,
                 'curl', 'alice', 'jwt', 'https://idp', '[\"api\"]', '{\"email\":\"a@x\"}',
-                '', '', '', '', 'allow', 'jwt_authn', NULL, '', 'p', 0, NULL, 2001);",
-        )
-        .unwrap();
+                '', '', '', '', 'allow', 'jwt_authn', NULL, '', 'p', 0, NULL, 2001);";
+        conn.execute_batch(rows).unwrap();
         drop(conn);
 
         let store = Store::open(
@@ -304,7 +304,36 @@ CREATE TABLE IF NOT EXISTS records (
         assert_eq!(out.duplicates, 1);
         store.close().await;
         drop(store);
+        let has_table = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'records'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
         let conn = open_connection(&path, Synchronous::Normal).unwrap();
-        assert!(!super::needs_migration(&conn).unwrap());
+        assert_eq!(has_table(&conn), 0, "the 0.1 table is dropped");
+
+        // A crash after the move committed but before the drop: the table is back, and the
+        // next start moves nothing twice.
+        conn.execute_batch(V01_SCHEMA).unwrap();
+        conn.execute_batch(rows).unwrap();
+        drop(conn);
+        let store = Store::open(
+            dir.path(),
+            Synchronous::Normal,
+            1000,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        let all = RecordQuery {
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(store.query_records(all).await.unwrap().len(), 2);
+        store.close().await;
+        let conn = open_connection(&path, Synchronous::Normal).unwrap();
+        assert_eq!(has_table(&conn), 0);
     }
 }

@@ -12,23 +12,25 @@ pub mod scan;
 pub mod sequences;
 
 use crate::config::Synchronous;
+use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::query::{RecordFilter, RecordQuery, StoredRecord};
 use block::{BLOCK_RECORDS, CODEC_PROTOBUF_LZ4, Entry};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use scan::{Order, ScanRange};
 use sequences::{FilterKey, SequenceLog};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use warden_proto::pb::{AccessRecord, FilterIdentity};
 
-/// The database file inside the data directory.
-pub const DB_FILE: &str = "warden.db";
+/// The record store's database inside the data directory (see [`crate::db`] for why it is not
+/// `warden.db`).
+pub const RECORDS_DB_FILE: &str = "records.db";
 
 /// Queued jobs before callers wait (backpressure towards the filters).
 const QUEUE_DEPTH: usize = 1024;
@@ -110,21 +112,9 @@ enum Job {
 
 /// Handle to the record store. Cheap to share behind an `Arc`.
 pub struct Store {
-    path: PathBuf,
     jobs: mpsc::Sender<Job>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: ReadPool,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-/// Opens a connection to the database with the pragmas every connection needs.
-pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Error> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", sync.pragma())?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    Ok(conn)
 }
 
 impl Store {
@@ -141,26 +131,26 @@ impl Store {
                 data_dir.display()
             ))
         })?;
-        let path = data_dir.join(DB_FILE);
+        let path = data_dir.join(RECORDS_DB_FILE);
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
-        let writer_state = Writer::load(conn, max_group_records)?;
+        let mut writer_state = Writer::load(conn, max_group_records)?;
+        writer_state.migrate_legacy(&data_dir.join(MAIN_DB_FILE))?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = std::thread::Builder::new()
             .name("warden-store-writer".into())
             .spawn(move || writer_state.run(rx, &metrics))
             .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
-            path,
             jobs: tx,
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: ReadPool::new(path),
             writer: Mutex::new(Some(writer)),
         })
     }
 
-    /// The database file.
+    /// The record store's database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.readers.path()
     }
 
     /// Stores a validated batch; resolves only after the transaction holding it committed.
@@ -209,35 +199,13 @@ impl Store {
         .await
     }
 
-    /// Runs `f` on a read connection on the blocking pool.
+    /// Runs `f` on a read connection to the record store.
     pub async fn read<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, Error> + Send + 'static,
     {
-        let readers = Arc::clone(&self.readers);
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().ok().and_then(|mut v| v.pop());
-            let conn = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    c.busy_timeout(std::time::Duration::from_secs(10))?;
-                    c
-                }
-            };
-            let result = f(&conn);
-            if let Ok(mut v) = readers.lock() {
-                v.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("query task failed: {e}")))?
+        self.readers.read(f).await
     }
 
     /// Records matching `q`, newest first.
@@ -328,35 +296,58 @@ impl Writer {
         };
         let max_block_span_ms = meta("max_block_span_ms")?;
         let compacted_through = meta("compacted_through")?;
-        let mut writer = Writer {
+        Ok(Writer {
             conn,
             sequences,
             max_block_span_ms,
             max_group_records,
             compacted_through,
-        };
-        if legacy::needs_migration(&writer.conn)? {
-            writer.migrate_legacy()?;
-        }
-        Ok(writer)
+        })
     }
 
-    /// Moves a warden 0.1 `records` table into blocks, all or nothing.
-    fn migrate_legacy(&mut self) -> Result<(), Error> {
-        tracing::info!("moving records from the warden 0.1 table into blocks");
+    /// Moves the warden 0.1 `records` table of `main_db` (if it has one) into blocks, then drops
+    /// it. The blocks and their sequences commit together; if the drop does not happen (a crash
+    /// between the two commits), the next start moves nothing twice: every sequence is known.
+    fn migrate_legacy(&mut self, main_db: &Path) -> Result<(), Error> {
+        if !main_db.exists() {
+            return Ok(());
+        }
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS legacy", [main_db.to_string_lossy()])?;
+        let moved = self.move_legacy_records();
+        let detached = self.conn.execute_batch("DETACH DATABASE legacy");
+        moved?;
+        detached?;
+        Ok(())
+    }
+
+    fn move_legacy_records(&mut self) -> Result<(), Error> {
+        if !legacy::needs_migration(&self.conn)? {
+            return Ok(());
+        }
+        tracing::info!("moving records from the warden 0.1 table into records.db");
         let started = Instant::now();
+        let checkpoint_span = self.max_block_span_ms;
         let tx = self.conn.transaction()?;
         let span = &mut self.max_block_span_ms;
-        let (moved, touched) = legacy::migrate(&tx, &mut self.sequences, |block, received_ms| {
+        let moved = legacy::migrate(&tx, &mut self.sequences, |block, received_ms| {
             insert_block(&tx, None, block, received_ms, span)
-        })?;
+        });
+        let (moved, touched) = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                self.max_block_span_ms = checkpoint_span;
+                return Err(e);
+            }
+        };
         self.sequences
             .persist(&tx, touched.iter(), crate::time::now_ms())?;
         tx.commit()?;
+        self.conn.execute_batch("DROP TABLE legacy.records")?;
         tracing::info!(
             records = moved,
             seconds = started.elapsed().as_secs_f64(),
-            "moved the warden 0.1 records into blocks"
+            "moved the warden 0.1 records into records.db"
         );
         Ok(())
     }
