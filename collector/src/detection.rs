@@ -672,15 +672,42 @@ fn engine_loop(shared: &Shared, conn: &Connection, rx: &mut mpsc::Receiver<Batch
             .metrics
             .rules_records_evaluated
             .fetch_add(records.len() as u64, Relaxed);
-        for decision in out.drain(..) {
-            act(shared, conn, decision);
+        if out.is_empty() {
+            continue;
+        }
+        // Bans are committed and pushed one by one as they are decided; the history rows of the
+        // whole batch then go in one transaction (a flood of decisions costs one fsync, not one
+        // each), and the alerts follow.
+        let acted: Vec<Acted> = out.drain(..).map(|d| act(shared, d)).collect();
+        if let Err(e) = record_all(conn, &acted) {
+            tracing::warn!(error = %e, decisions = acted.len(), "cannot record rule decisions");
+        }
+        for a in acted {
+            shared.alerts.notify(Alert {
+                outcome: a.outcome.as_str(),
+                ban_expires_at_ms: a.ban_expires,
+                at_ms: a.at_ms,
+                decision: a.decision,
+            });
         }
     }
     tracing::debug!("rules engine stopped");
 }
 
-/// Turns one rule decision into its outcome, records it and notifies.
-fn act(shared: &Shared, conn: &Connection, d: RuleDecision) {
+/// A rule decision and what came of it, to be recorded and notified.
+struct Acted {
+    decision: RuleDecision,
+    target: Target,
+    outcome: Outcome,
+    decision_id: Option<u64>,
+    ban_expires: Option<i64>,
+    detail: Option<String>,
+    at_ms: i64,
+}
+
+/// Turns one rule decision into its outcome: a ban (committed and pushed now), a kept existing
+/// decision, a dry run, an alert, or an error.
+fn act(shared: &Shared, d: RuleDecision) -> Acted {
     let target = Target::from(d.target);
     let mut decision_id = None;
     let mut ban_expires = None;
@@ -738,24 +765,25 @@ fn act(shared: &Shared, conn: &Connection, d: RuleDecision) {
             tracing::info!(rule = %d.rule, target = %target, outcome = outcome.as_str(), "rule decision")
         }
     }
-    let now = now_ms();
-    if let Err(e) = record(
-        conn,
-        &d,
+    Acted {
+        decision: d,
         target,
         outcome,
         decision_id,
-        detail.as_deref(),
-        now,
-    ) {
-        tracing::warn!(error = %e, "cannot record a rule decision");
+        ban_expires,
+        detail,
+        at_ms: now_ms(),
     }
-    shared.alerts.notify(Alert {
-        decision: d,
-        outcome: outcome.as_str(),
-        ban_expires_at_ms: ban_expires,
-        at_ms: now,
-    });
+}
+
+/// Writes the history rows of `acted` in one transaction.
+fn record_all(conn: &Connection, acted: &[Acted]) -> Result<(), Error> {
+    let tx = conn.unchecked_transaction()?;
+    for a in acted {
+        record(&tx, a)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn stronger_or_equal(existing: &Decision, action: DecisionAction, expires: Option<i64>) -> bool {
@@ -810,32 +838,25 @@ fn ban(
     }
 }
 
-fn record(
-    conn: &Connection,
-    d: &RuleDecision,
-    target: Target,
-    outcome: Outcome,
-    decision_id: Option<u64>,
-    detail: Option<&str>,
-    now: i64,
-) -> Result<(), Error> {
-    let (lo, hi) = target.key_range();
+fn record(conn: &Connection, a: &Acted) -> Result<(), Error> {
+    let d = &a.decision;
+    let (lo, hi) = a.target.key_range();
     let json = serde_json::to_string(d).map_err(|e| Error::Storage(e.to_string()))?;
     conn.prepare_cached(
         "INSERT INTO rule_decisions (time_ms, rule, target, target_lo, target_hi, action, outcome, dry_run, decision_id, detail, decision)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        now,
+        a.at_ms,
         d.rule,
-        target.to_string(),
+        a.target.to_string(),
         &lo[..],
         &hi[..],
         d.action.as_str(),
-        outcome.as_str(),
+        a.outcome.as_str(),
         d.dry_run,
-        decision_id.and_then(|i| i64::try_from(i).ok()),
-        detail,
+        a.decision_id.and_then(|i| i64::try_from(i).ok()),
+        a.detail,
         json,
     ])?;
     Ok(())

@@ -6,8 +6,8 @@
 //! collector stores it, pushes it to Envoy (unless `dry_run` or `alert`), and sends alerts from it.
 
 use crate::config::{Action, Escalation, KindName};
+use crate::window::KeyMap;
 use ipnet::IpNet;
-use std::collections::HashMap;
 use std::time::Duration;
 
 /// Without `escalation`, how long an offence is remembered for `repeat`.
@@ -97,7 +97,7 @@ pub struct Ban {
 /// Offence history per key: suppresses repeat decisions during a ban and escalates repeat bans.
 #[derive(Debug, Default)]
 pub struct Offences {
-    map: HashMap<u128, Offence>,
+    map: KeyMap<Offence>,
 }
 
 impl Offences {

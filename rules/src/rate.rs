@@ -42,7 +42,8 @@ impl Clock for RecordClock {
     }
 }
 
-type Limiter = RateLimiter<u128, HashMapStateStore<u128>, RecordClock, NoOpMiddleware<Duration>>;
+type Store = HashMapStateStore<u128, foldhash::fast::RandomState>;
+type Limiter = RateLimiter<u128, Store, RecordClock, NoOpMiddleware<Duration>>;
 
 /// The limiter of one `rate` rule.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ impl RateState {
     pub fn new(limit: NonZeroU32, period: Duration, clock: &RecordClock) -> Option<RateState> {
         let quota = Quota::with_period(period.checked_div(limit.get())?)?.allow_burst(limit);
         Some(RateState {
-            limiter: RateLimiter::hashmap_with_clock(quota, clock.clone()),
+            limiter: RateLimiter::new(quota, Store::default(), clock.clone()),
         })
     }
 

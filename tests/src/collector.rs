@@ -62,6 +62,11 @@ impl Collector {
         self.dir.path().join("ready.json")
     }
 
+    /// The process id of the running collector (for pinning it to a core in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Base URL of the HTTP API.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http)

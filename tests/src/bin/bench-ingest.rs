@@ -1,0 +1,207 @@
+//! Collector ingest benchmark through the real gRPC path, for the closing note of the detection
+//! rules issue (not a test): the real `warden serve` binary, pinned to CPU 0, receives
+//! `AuditService.Export` batches from this process, pinned to CPU 1 (so the sender's encoding
+//! and HTTP/2 work does not count against the collector's core).
+//!
+//! Two runs: with the 20 rules of `collector/tests/bench.rs` active, and without rules. The
+//! figure is records per second from the first send until every record is acknowledged (stored,
+//! group commit with `synchronous = "full"`) and, with rules, evaluated (read from `/metrics`;
+//! a skipped record fails the run).
+//!
+//! Run with `scripts/bench-ingest.sh` (builds optimized binaries and sets WARDEN_BIN).
+//! Environment: RECORDS (default 1000000), SENDERS (8), BATCH (1000).
+
+use anyhow::{Context, Result, bail};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use warden_e2e::Collector;
+use warden_proto::pb::audit_service_client::AuditServiceClient;
+use warden_proto::pb::{AccessRecord, AuthDecision, ExportRequest, FilterIdentity, Principal};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Pins every thread of `pid` to `cpu`.
+fn pin(pid: u32, cpu: u32) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("run taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset -a -p -c {cpu} {pid} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Twenty rules, five of each counting kind, with thresholds this traffic rarely crosses (the
+/// same set as `collector/tests/bench.rs`).
+fn twenty_rules() -> String {
+    let mut text = String::new();
+    for k in 0..5 {
+        text.push_str(&format!(
+            "[[rules]]\nname = \"auth-{k}\"\nkind = \"auth_failures\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"flood-{k}\"\nkind = \"status_flood\"\nstatus_class = \"4xx\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
+             [[rules]]\nname = \"paths-{k}\"\nkind = \"distinct_paths\"\nthreshold = {}\nwindow = \"1m\"\naction = \"alert\"\ndry_run = true\n\n\
+             [[rules]]\nname = \"rate-{k}\"\nkind = \"rate\"\nlimit = {}\nperiod = \"1m\"\naction = \"throttle\"\n\n",
+            50 + k,
+            100 + k,
+            500 + k,
+            1000 + k
+        ));
+    }
+    text
+}
+
+/// One batch as a filter VM would send it.
+fn batch(worker: u32, first_seq: u64, n: u64, now: i64) -> ExportRequest {
+    let records = (0..n)
+        .map(|i| AccessRecord {
+            sequence: first_seq + i,
+            time_ms: now + i64::try_from(i).unwrap_or(0),
+            request_id: format!("6f1c{first_seq}-{i}-4a7e-9b1d-3c2e5f8a0b7d"),
+            client_address: format!("10.{}.{}.{}", worker, (i / 256) % 256, i % 256),
+            client_port: 40_000 + u32::try_from(i % 20_000).unwrap_or(0),
+            authority: "shop.example.com".into(),
+            method: "GET".into(),
+            path: format!("/api/items/{}", i % 1000),
+            protocol: "HTTP/1.1".into(),
+            status: if i % 10 == 0 { 404 } else { 200 },
+            response_code_details: "via_upstream".into(),
+            route_name: "shop".into(),
+            upstream_cluster: "shop_backend".into(),
+            upstream_host: "10.0.0.5:8080".into(),
+            duration_us: 1234 + i,
+            request_bytes: 312,
+            response_bytes: 2048,
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) bench".into(),
+            principal: (i % 3 == 0).then(|| Principal {
+                source: 1,
+                name: format!("user-{}", i % 50),
+                issuer: "https://idp.example.com".into(),
+                ..Default::default()
+            }),
+            decision: Some(AuthDecision {
+                verdict: 1,
+                mechanism: 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ExportRequest {
+        filter: Some(FilterIdentity {
+            node_id: "bench".into(),
+            worker,
+            instance_id: "run".into(),
+            filter_version: "x".into(),
+        }),
+        records,
+        dropped_total: 0,
+    }
+}
+
+/// A counter from the collector's Prometheus text.
+async fn metric(collector: &Collector, name: &str) -> Result<u64> {
+    let text = reqwest::Client::builder()
+        .no_proxy()
+        .build()?
+        .get(format!("{}/metrics", collector.base_url()))
+        .send()
+        .await?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .with_context(|| format!("{name} not in /metrics"))
+}
+
+async fn run(label: &str, config: &str, records: u64, senders: u64, batch_size: u64) -> Result<()> {
+    let collector = Collector::start_with_config(config).await;
+    pin(collector.pid().context("collector pid")?, 0)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let now = i64::try_from(now)?;
+    let per_sender = records / senders / batch_size;
+    let work: Vec<Vec<ExportRequest>> = (0..senders)
+        .map(|w| {
+            (0..per_sender)
+                .map(|b| {
+                    batch(
+                        u32::try_from(w).unwrap_or(0),
+                        b * batch_size + 1,
+                        batch_size,
+                        now,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let total = senders * per_sender * batch_size;
+    let endpoint = format!("http://{}", collector.grpc);
+    let mut clients = Vec::new();
+    for _ in 0..senders {
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        clients.push(AuditServiceClient::new(channel).max_encoding_message_size(64 << 20));
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut client, batches) in clients.into_iter().zip(work) {
+        tasks.push(tokio::spawn(async move {
+            for b in batches {
+                client.export(b).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let acked = started.elapsed();
+    let with_rules = !config.is_empty();
+    if with_rules {
+        while metric(&collector, "warden_rules_records_evaluated_total").await?
+            + metric(&collector, "warden_rules_records_skipped_total").await?
+            < total
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let skipped = metric(&collector, "warden_rules_records_skipped_total").await?;
+        if skipped > 0 {
+            bail!("{skipped} records were not evaluated");
+        }
+    }
+    let done = started.elapsed();
+    let stored = metric(&collector, "warden_records_stored_total").await?;
+    if stored != total {
+        bail!("{stored} of {total} records stored");
+    }
+    println!(
+        "{label}: {total} records over gRPC ({senders} senders, batches of {batch_size}): acknowledged in {:.2}s, {}done in {:.2}s: {:.0} records/s",
+        acked.as_secs_f64(),
+        if with_rules { "evaluated and " } else { "" },
+        done.as_secs_f64(),
+        total as f64 / done.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    pin(std::process::id(), 1)?;
+    let records = env_number("RECORDS", 1_000_000);
+    let senders = env_number("SENDERS", 8);
+    let batch_size = env_number("BATCH", 1000);
+    let rules = Arc::new(twenty_rules());
+    run("20 rules + storage", &rules, records, senders, batch_size).await?;
+    run("storage only", "", records, senders, batch_size).await?;
+    Ok(())
+}
