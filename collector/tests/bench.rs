@@ -13,7 +13,7 @@ use warden_collector::metrics::Metrics;
 use warden_collector::store::Store;
 use warden_collector::target::Target;
 use warden_collector::time::Ttl;
-use warden_proto::pb::{AccessRecord, AuthDecision, ExportRequest, FilterIdentity, Principal};
+use warden_proto::pb::{AccessRecord, ExportRequest};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -23,50 +23,7 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn batch(worker: u32, first_seq: u64, n: usize, now: i64) -> ExportRequest {
-    let records = (0..n as u64)
-        .map(|i| AccessRecord {
-            sequence: first_seq + i,
-            time_ms: now + i as i64,
-            request_id: format!("6f1c{first_seq}-{i}-4a7e-9b1d-3c2e5f8a0b7d"),
-            client_address: format!("10.{}.{}.{}", worker, (i / 256) % 256, i % 256),
-            client_port: 40_000 + (i % 20_000) as u32,
-            authority: "shop.example.com".into(),
-            method: "GET".into(),
-            path: format!("/api/items/{}", i % 1000),
-            protocol: "HTTP/1.1".into(),
-            status: if i % 10 == 0 { 404 } else { 200 },
-            response_code_details: "via_upstream".into(),
-            route_name: "shop".into(),
-            upstream_cluster: "shop_backend".into(),
-            upstream_host: "10.0.0.5:8080".into(),
-            duration_us: 1234 + i,
-            request_bytes: 312,
-            response_bytes: 2048,
-            user_agent: "Mozilla/5.0 (X11; Linux x86_64) bench".into(),
-            principal: (i % 3 == 0).then(|| Principal {
-                source: 1,
-                name: format!("user-{}", i % 50),
-                issuer: "https://idp.example.com".into(),
-                ..Default::default()
-            }),
-            decision: Some(AuthDecision {
-                verdict: 1,
-                mechanism: 2,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ExportRequest {
-        filter: Some(FilterIdentity {
-            node_id: "bench".into(),
-            worker,
-            instance_id: "run".into(),
-            filter_version: "x".into(),
-        }),
-        records,
-        dropped_total: 0,
-    }
+    warden_e2e::workload::batch(worker, first_seq, n as u64, now)
 }
 
 /// Stores BENCH_RECORDS records from BENCH_CLIENTS concurrent "filters" in batches of
@@ -175,23 +132,11 @@ fn million_decisions_snapshot() {
     );
 }
 
-/// Twenty rules, five of each counting kind, with thresholds real traffic rarely crosses so the
-/// measurement is evaluation, not decision making.
+/// The workload's twenty rules (`distinct_paths` as dry-run alerts).
 fn twenty_rules() -> warden_rules::RuleSet {
-    let mut text = String::new();
-    for k in 0..5 {
-        text.push_str(&format!(
-            "[[rules]]\nname = \"auth-{k}\"\nkind = \"auth_failures\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
-             [[rules]]\nname = \"flood-{k}\"\nkind = \"status_flood\"\nstatus_class = \"4xx\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
-             [[rules]]\nname = \"paths-{k}\"\nkind = \"distinct_paths\"\nthreshold = {}\nwindow = \"1m\"\naction = \"alert\"\ndry_run = true\n\n\
-             [[rules]]\nname = \"rate-{k}\"\nkind = \"rate\"\nlimit = {}\nperiod = \"1m\"\naction = \"throttle\"\n\n",
-            50 + k,
-            100 + k,
-            500 + k,
-            1000 + k
-        ));
-    }
-    let rules = warden_rules::RuleSet::from_toml_str(&text, "bench").unwrap();
+    let rules =
+        warden_rules::RuleSet::from_toml_str(&warden_e2e::workload::twenty_rules(true), "bench")
+            .unwrap();
     assert_eq!(rules.rules().len(), 20);
     rules
 }
@@ -455,19 +400,7 @@ async fn query_latency() {
         rows.len(),
         t.elapsed().as_secs_f64()
     );
-    let mut rules = String::new();
-    for k in 0..5 {
-        rules.push_str(&format!(
-            "[[rules]]\nname = \"auth-{k}\"\nkind = \"auth_failures\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
-             [[rules]]\nname = \"flood-{k}\"\nkind = \"status_flood\"\nstatus_class = \"4xx\"\nthreshold = {}\nwindow = \"1m\"\naction = \"deny\"\n\n\
-             [[rules]]\nname = \"paths-{k}\"\nkind = \"distinct_paths\"\nthreshold = {}\nwindow = \"1m\"\naction = \"alert\"\n\n\
-             [[rules]]\nname = \"rate-{k}\"\nkind = \"rate\"\nlimit = {}\nperiod = \"1m\"\naction = \"throttle\"\n\n",
-            50 + k,
-            100 + k,
-            500 + k,
-            1000 + k
-        ));
-    }
+    let rules = warden_e2e::workload::twenty_rules(false);
     let t = Instant::now();
     let replayed = warden_collector::replay::replay(&store, &rules, minutes(61).unwrap(), None)
         .await

@@ -12,6 +12,7 @@ pub mod eventually;
 pub mod paths;
 pub mod stack;
 pub mod upstream;
+pub mod workload;
 
 pub use client::{Client, Response};
 pub use collector::Collector;

@@ -256,14 +256,17 @@ CREATE TABLE IF NOT EXISTS records (
                 '', '', '', '', 'allow', 'jwt_authn', NULL, '', 'p', 0, NULL, 2001);";
         conn.execute_batch(rows).unwrap();
         drop(conn);
+        let open_store = || {
+            Store::open(
+                dir.path(),
+                Synchronous::Normal,
+                1000,
+                Arc::new(Metrics::default()),
+            )
+            .unwrap()
+        };
 
-        let store = Store::open(
-            dir.path(),
-            Synchronous::Normal,
-            1000,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let store = open_store();
         let got = store
             .query_records(RecordQuery {
                 limit: 10,
@@ -320,13 +323,7 @@ CREATE TABLE IF NOT EXISTS records (
         conn.execute_batch(V01_SCHEMA).unwrap();
         conn.execute_batch(rows).unwrap();
         drop(conn);
-        let store = Store::open(
-            dir.path(),
-            Synchronous::Normal,
-            1000,
-            Arc::new(Metrics::default()),
-        )
-        .unwrap();
+        let store = open_store();
         let all = RecordQuery {
             limit: 10,
             ..Default::default()
