@@ -103,8 +103,9 @@ async fn records(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
     let q = RecordQuery::from_params(&params, s.max_query_limit)?;
-    let records = s.store.query_records(q).await?;
-    Ok(Json(json!({ "records": records })).into_response())
+    let (records, next) = s.store.query_page(q).await?;
+    let next_cursor = next.map(|c| c.to_string());
+    Ok(Json(json!({ "records": records, "next_cursor": next_cursor })).into_response())
 }
 
 async fn report(

@@ -3,7 +3,7 @@
 //! reported with the flag's name before anything is sent.
 
 use crate::decisions::DecisionAction;
-use crate::query::{DecisionFilter, StatusFilter};
+use crate::query::{Cursor, DecisionFilter, StatusFilter};
 use crate::report::{ReportFormat, ReportRow, to_csv};
 use crate::target::Target;
 use crate::time::{TimeBound, Ttl};
@@ -135,12 +135,18 @@ pub struct QueryArgs {
     /// allow or deny.
     #[arg(long)]
     decision: Option<String>,
-    /// Maximum number of records.
+    /// Maximum number of records (per page with --all).
     #[arg(long, default_value_t = 100)]
     limit: usize,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Continue after a previous page (its `next_cursor`, also printed on stderr).
+    #[arg(long)]
+    cursor: Option<String>,
+    /// Every matching record, page after page (with --json, written as each page arrives).
+    #[arg(long)]
+    all: bool,
 }
 
 /// `warden ban`
@@ -595,27 +601,42 @@ async fn query(a: QueryArgs) -> Result<String, CliError> {
             q.push((key, v));
         }
     }
-    let v = Client::new(&a.server)?.get("/api/v1/records", &q).await?;
-    let records = v["records"].as_array().cloned().unwrap_or_default();
-    if a.json {
-        return Ok(records.iter().map(|r| format!("{r}\n")).collect());
+    if let Some(c) = &a.cursor {
+        check::<Cursor, _>("--cursor", c)?;
     }
-    let rows: Vec<Vec<String>> = records
-        .iter()
-        .map(|r| {
-            vec![
-                str_of(&r["time"]),
-                str_of(&r["client_address"]),
-                str_of(&r["method"]),
-                str_of(&r["authority"]),
-                str_of(&r["path"]),
-                r["status"].to_string(),
-                duration(r["duration_us"].as_u64().unwrap_or(0)),
-                opt_of(&r["principal"]),
-                opt_of(&r["decision"]),
-            ]
-        })
-        .collect();
+    let client = Client::new(&a.server)?;
+    let mut cursor = a.cursor;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    loop {
+        let mut page_query = q.clone();
+        if let Some(c) = &cursor {
+            page_query.push(("cursor", c.clone()));
+        }
+        let v = client.get("/api/v1/records", &page_query).await?;
+        let records = v["records"].as_array().cloned().unwrap_or_default();
+        let next = v["next_cursor"].as_str().map(str::to_string);
+        if a.json {
+            let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+            if !a.all {
+                more_hint(next.as_deref());
+                return Ok(lines);
+            }
+            // Streamed: an export of millions of records is never held in memory.
+            print!("{lines}");
+        } else {
+            rows.extend(records.iter().map(record_row));
+        }
+        match next {
+            Some(n) if a.all => cursor = Some(n),
+            next => {
+                more_hint(next.as_deref());
+                break;
+            }
+        }
+    }
+    if a.json {
+        return Ok(String::new());
+    }
     Ok(table(
         &[
             "TIME",
@@ -630,6 +651,28 @@ async fn query(a: QueryArgs) -> Result<String, CliError> {
         ],
         &rows,
     ))
+}
+
+/// Tells (on stderr, so JSON output stays clean) how to get the next page, if there is one.
+fn more_hint(next: Option<&str>) {
+    if let Some(n) = next {
+        eprintln!("more records: --cursor {n} (or --all for every page)");
+    }
+}
+
+/// One record as a table row.
+fn record_row(r: &Value) -> Vec<String> {
+    vec![
+        str_of(&r["time"]),
+        str_of(&r["client_address"]),
+        str_of(&r["method"]),
+        str_of(&r["authority"]),
+        str_of(&r["path"]),
+        r["status"].to_string(),
+        duration(r["duration_us"].as_u64().unwrap_or(0)),
+        opt_of(&r["principal"]),
+        opt_of(&r["decision"]),
+    ]
 }
 
 async fn ban(a: BanArgs) -> Result<String, CliError> {

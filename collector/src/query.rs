@@ -118,6 +118,39 @@ pub struct RecordQuery {
     pub decision: Option<DecisionFilter>,
     /// Maximum number of records.
     pub limit: usize,
+    /// Continue after the page that returned this cursor.
+    pub cursor: Option<Cursor>,
+}
+
+/// Where a page of newest-first results ended: its last record's time and how many records
+/// with exactly that time it (and the pages before it) returned. Written `TIME.COUNT`. Records
+/// of equal time keep their storage order, also after blocks are merged, so the next page
+/// starts exactly after the last record returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The last record's time (ms).
+    pub time_ms: i64,
+    /// Records with that time already returned.
+    pub skip: u64,
+}
+
+impl FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || format!("{s:?} is not a cursor (pass the next_cursor of a previous page)");
+        let (time, skip) = s.trim().split_once('.').ok_or_else(err)?;
+        Ok(Cursor {
+            time_ms: time.parse().map_err(|_| err())?,
+            skip: skip.parse().map_err(|_| err())?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.time_ms, self.skip)
+    }
 }
 
 /// Parses `value` as `T`, naming `field` in the error.
@@ -155,6 +188,7 @@ impl RecordQuery {
                 "principal" => q.principal = Some(non_empty(key, value)?),
                 "decision" => q.decision = Some(parse_field(key, value)?),
                 "limit" => q.limit = parse_limit(value, max_limit)?,
+                "cursor" => q.cursor = Some(parse_field(key, value)?),
                 other => return Err(Error::invalid(other, "unknown parameter")),
             }
         }
@@ -181,9 +215,13 @@ pub struct RecordFilter {
 impl RecordFilter {
     /// Resolves `q`'s relative times against `now_ms`.
     pub fn new(q: &RecordQuery, now_ms: i64) -> Self {
+        let until_ms = q.until.map_or(i64::MAX, |b| b.resolve(now_ms));
         RecordFilter {
             since_ms: q.since.map_or(i64::MIN, |b| b.resolve(now_ms)),
-            until_ms: q.until.map_or(i64::MAX, |b| b.resolve(now_ms)),
+            // A cursor's page ended at its time: nothing newer is left to return.
+            until_ms: q
+                .cursor
+                .map_or(until_ms, |c| until_ms.min(c.time_ms.saturating_add(1))),
             ip: q.ip.map(|t| t.key_range()),
             host: q.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path_prefix: q.path_prefix.clone(),
@@ -497,6 +535,18 @@ mod tests {
         assert_eq!(q.method.as_deref(), Some("GET"));
         assert_eq!(q.limit, 5);
         assert_eq!(q.ip.unwrap().to_string(), "10.0.0.0/8");
+    }
+
+    #[test]
+    fn cursors_round_trip_and_bad_ones_are_named() {
+        let c: Cursor = "1700000000123.4".parse().unwrap();
+        assert_eq!((c.time_ms, c.skip), (1_700_000_000_123, 4));
+        assert_eq!(c.to_string(), "1700000000123.4");
+        let e = RecordQuery::from_params(&params(&[("cursor", "yesterday")]), 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cursor: \"yesterday\" is not a cursor (pass the next_cursor of a previous page)"
+        );
     }
 
     #[test]

@@ -149,6 +149,12 @@ async fn http_errors_name_the_parameter() {
         body["error"],
         "status: \"4yy\" is not a status code or class like 4xx"
     );
+    let (status, body) = c.get("/api/v1/records?cursor=page2").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "cursor: \"page2\" is not a cursor (pass the next_cursor of a previous page)"
+    );
     let (status, body) = c
         .post(
             "/api/v1/decisions",

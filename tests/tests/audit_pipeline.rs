@@ -280,6 +280,29 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|r| r["authority"] == "alpha.test"));
 
+    // Page by page: one record a page says how to go on, and --all follows every page.
+    let one = stack.collector.cli(&["query", "--limit", "1", "--json"]);
+    assert!(one.status.success());
+    let hint = String::from_utf8_lossy(&one.stderr).to_string();
+    assert!(hint.contains("more records: --cursor "), "{hint}");
+    let every = stack
+        .collector
+        .cli(&["query", "--limit", "1", "--all", "--json"]);
+    assert!(every.status.success());
+    let paged: Vec<String> = String::from_utf8(every.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let whole = stack.collector.cli(&["query", "--json"]);
+    let whole: Vec<String> = String::from_utf8(whole.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(paged, whole);
+    assert_eq!(whole.len(), 3);
+
     let table = stack.collector.cli(&["query", "--status", "4xx"]);
     assert!(table.status.success());
     let table = String::from_utf8(table.stdout).unwrap();
