@@ -616,7 +616,7 @@ async fn query(a: QueryArgs) -> Result<String, CliError> {
         let records = v["records"].as_array().cloned().unwrap_or_default();
         let next = v["next_cursor"].as_str().map(str::to_string);
         if a.json {
-            let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+            let lines = json_lines(&records);
             if !a.all {
                 more_hint(next.as_deref());
                 return Ok(lines);
@@ -1151,14 +1151,34 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn decisions_out(list: &Value, as_json: bool) -> String {
-    let items = list.as_array().cloned().unwrap_or_default();
+/// API objects as JSON lines.
+fn json_lines(items: &[Value]) -> String {
+    items.iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// A list of API objects as JSON lines, or as a table with one `row` per object.
+fn list_out(
+    items: &Value,
+    as_json: bool,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> String {
+    let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
     if as_json {
-        return items.iter().map(|d| format!("{d}\n")).collect();
+        return json_lines(items);
     }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|d| {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(headers, &rows)
+}
+
+fn decisions_out(list: &Value, as_json: bool) -> String {
+    list_out(
+        list,
+        as_json,
+        &[
+            "ID", "TARGET", "ACTION", "EXPIRES", "REASON", "ORIGIN", "ACTOR", "CREATED",
+        ],
+        |d| {
             vec![
                 d["id"].to_string(),
                 str_of(&d["target"]),
@@ -1169,38 +1189,14 @@ fn decisions_out(list: &Value, as_json: bool) -> String {
                 str_of(&d["actor"]),
                 str_of(&d["created_at"]),
             ]
-        })
-        .collect();
-    table(
-        &[
-            "ID", "TARGET", "ACTION", "EXPIRES", "REASON", "ORIGIN", "ACTOR", "CREATED",
-        ],
-        &rows,
+        },
     )
 }
 
 fn filters_out(v: &Value, as_json: bool) -> String {
-    let items = v["filters"].as_array().cloned().unwrap_or_default();
-    if as_json {
-        return items.iter().map(|d| format!("{d}\n")).collect();
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|f| {
-            vec![
-                str_of(&f["node_id"]),
-                f["worker"].to_string(),
-                str_of(&f["instance_id"]),
-                str_of(&f["peer"]),
-                str_of(&f["connected_since"]),
-                f["version_sent"].to_string(),
-                f["version_acked"].to_string(),
-                opt_of(&f["last_ack"]),
-            ]
-        })
-        .collect();
-    let mut out = format!("deny-list version {}\n", v["version"]);
-    out.push_str(&table(
+    let list = list_out(
+        &v["filters"],
+        as_json,
         &[
             "NODE",
             "WORKER",
@@ -1211,32 +1207,30 @@ fn filters_out(v: &Value, as_json: bool) -> String {
             "ACKED",
             "LAST ACK",
         ],
-        &rows,
-    ));
-    out
+        |f| {
+            vec![
+                str_of(&f["node_id"]),
+                f["worker"].to_string(),
+                str_of(&f["instance_id"]),
+                str_of(&f["peer"]),
+                str_of(&f["connected_since"]),
+                f["version_sent"].to_string(),
+                f["version_acked"].to_string(),
+                opt_of(&f["last_ack"]),
+            ]
+        },
+    );
+    if as_json {
+        list
+    } else {
+        format!("deny-list version {}\n{list}", v["version"])
+    }
 }
 
 fn audit_out(list: &Value, as_json: bool) -> String {
-    let items = list.as_array().cloned().unwrap_or_default();
-    if as_json {
-        return items.iter().map(|d| format!("{d}\n")).collect();
-    }
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|e| {
-            vec![
-                str_of(&e["time"]),
-                str_of(&e["actor"]),
-                str_of(&e["operation"]),
-                str_of(&e["target"]),
-                opt_of(&e["action"]),
-                e["expires_at"].as_str().unwrap_or("-").to_string(),
-                str_of(&e["reason"]),
-                e["version"].to_string(),
-            ]
-        })
-        .collect();
-    table(
+    list_out(
+        list,
+        as_json,
         &[
             "TIME",
             "ACTOR",
@@ -1247,7 +1241,18 @@ fn audit_out(list: &Value, as_json: bool) -> String {
             "REASON",
             "VERSION",
         ],
-        &rows,
+        |e| {
+            vec![
+                str_of(&e["time"]),
+                str_of(&e["actor"]),
+                str_of(&e["operation"]),
+                str_of(&e["target"]),
+                opt_of(&e["action"]),
+                e["expires_at"].as_str().unwrap_or("-").to_string(),
+                str_of(&e["reason"]),
+                e["version"].to_string(),
+            ]
+        },
     )
 }
 

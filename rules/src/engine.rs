@@ -527,27 +527,13 @@ impl RuleState {
                 let window_ms = duration_ms(*window);
                 let cap = *threshold as usize;
                 let group = group_key(addr, rule.grouping);
-                let w = by_address.entry(group);
-                let n = w.record(now, window_ms, cap, v.request_id);
+                let n = by_address
+                    .entry(group)
+                    .record(now, window_ms, cap, v.request_id);
                 if n >= cap {
-                    let samples = w.samples();
-                    by_address.remove(group);
-                    if let Some(ban) =
-                        self.offences
-                            .offend(group, now, rule.ban_ttl, rule.escalation.as_ref())
-                    {
-                        let target = group_net(addr, rule.grouping);
-                        let label = net_label(&target);
-                        let finding = Finding {
-                            key_kind: KeyKind::Address,
-                            subject: format!("from {label}"),
-                            key: label,
-                            target,
-                            observed: count(n),
-                            samples,
-                        };
-                        out.push(decide(rule, &finding, now, ban));
-                    }
+                    let samples = by_address.take(group).map(|w| w.samples());
+                    let trigger = AddressTrigger { addr, group, n };
+                    out.extend(trigger.decide(&mut self.offences, rule, samples, now));
                 }
                 let Some(principal) = v.principal else { return };
                 let pk = keys.of(TAG_PRINCIPAL, 0, principal, false);
@@ -589,30 +575,20 @@ impl RuleState {
                 let Some(addr) = v.addr else { return };
                 let group = group_key(addr, rule.grouping);
                 let cap = *threshold as usize;
-                let w = windows.entry(group);
-                let n = w.record(now, duration_ms(*window), cap, v.request_id);
+                let n = windows
+                    .entry(group)
+                    .record(now, duration_ms(*window), cap, v.request_id);
                 if n >= cap {
-                    let samples = w.samples();
-                    windows.remove(group);
-                    if let Some(ban) =
-                        self.offences
-                            .offend(group, now, rule.ban_ttl, rule.escalation.as_ref())
-                    {
-                        out.push(decide(
-                            rule,
-                            &address_finding(addr, rule.grouping, n, samples),
-                            now,
-                            ban,
-                        ));
-                    }
+                    let samples = windows.take(group).map(|w| w.samples());
+                    let trigger = AddressTrigger { addr, group, n };
+                    out.extend(trigger.decide(&mut self.offences, rule, samples, now));
                 }
             }
             (KindState::DistinctPaths(windows), RuleKind::DistinctPaths { threshold, window }) => {
                 let Some(addr) = v.addr else { return };
                 let group = group_key(addr, rule.grouping);
                 let cap = *threshold as usize;
-                let w = windows.entry(group);
-                let n = w.record(
+                let n = windows.entry(group).record(
                     now,
                     duration_ms(*window),
                     cap,
@@ -620,19 +596,9 @@ impl RuleState {
                     v.request_id,
                 );
                 if n >= cap {
-                    let samples = w.samples();
-                    windows.remove(group);
-                    if let Some(ban) =
-                        self.offences
-                            .offend(group, now, rule.ban_ttl, rule.escalation.as_ref())
-                    {
-                        out.push(decide(
-                            rule,
-                            &address_finding(addr, rule.grouping, n, samples),
-                            now,
-                            ban,
-                        ));
-                    }
+                    let samples = windows.take(group).map(|w| w.samples());
+                    let trigger = AddressTrigger { addr, group, n };
+                    out.extend(trigger.decide(&mut self.offences, rule, samples, now));
                 }
             }
             // State and definition always agree (both built from the same rule).
@@ -691,16 +657,37 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn address_finding(addr: IpAddr, g: Grouping, n: usize, samples: Vec<String>) -> Finding {
-    let target = group_net(addr, g);
-    let label = net_label(&target);
-    Finding {
-        key_kind: KeyKind::Address,
-        subject: format!("from {label}"),
-        key: label,
-        target,
-        observed: count(n),
-        samples,
+/// A per-address count that reached its rule's threshold.
+struct AddressTrigger {
+    addr: IpAddr,
+    /// The address's group key (its /64 etc.), which the count and the offences are kept by.
+    group: u128,
+    /// The count observed.
+    n: usize,
+}
+
+impl AddressTrigger {
+    /// The decision, with the window's `samples` as evidence, unless the group's last ban still
+    /// runs (offences suppress repeats and escalate).
+    fn decide(
+        self,
+        offences: &mut Offences,
+        rule: &Rule,
+        samples: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Option<RuleDecision> {
+        let ban = offences.offend(self.group, now_ms, rule.ban_ttl, rule.escalation.as_ref())?;
+        let target = group_net(self.addr, rule.grouping);
+        let label = net_label(&target);
+        let finding = Finding {
+            key_kind: KeyKind::Address,
+            subject: format!("from {label}"),
+            key: label,
+            target,
+            observed: count(self.n),
+            samples: samples.unwrap_or_default(),
+        };
+        Some(decide(rule, &finding, now_ms, ban))
     }
 }
 

@@ -185,6 +185,12 @@ impl<W: Default> Keyed<W> {
         self.map.remove(&key);
     }
 
+    /// Forgets `key` and returns its window (after it triggered: the window is the evidence,
+    /// and the next trigger needs fresh evidence).
+    pub fn take(&mut self, key: u128) -> Option<W> {
+        self.map.remove(&key)
+    }
+
     /// Drops every key for which `idle` holds and gives back memory after a burst of clients.
     pub fn evict_idle(&mut self, idle: impl Fn(&W) -> bool) {
         self.map.retain(|_, w| !idle(w));
