@@ -26,57 +26,95 @@ fn batch(worker: u32, first_seq: u64, n: usize, now: i64) -> ExportRequest {
     warden_e2e::workload::batch(worker, first_seq, n as u64, now)
 }
 
-/// Stores BENCH_RECORDS records from BENCH_CLIENTS concurrent "filters" in batches of
-/// BENCH_BATCH through the Export path (validation + group commit), synchronous=FULL unless
-/// BENCH_SYNC=normal.
+/// The ingest benchmarks' knobs: BENCH_RECORDS records from BENCH_CLIENTS concurrent
+/// "filters" in batches of BENCH_BATCH, synchronous=FULL unless BENCH_SYNC=normal.
+struct Knobs {
+    clients: usize,
+    per_client: usize,
+    batch_size: usize,
+    sync: Synchronous,
+}
+
+impl Knobs {
+    fn from_env() -> Knobs {
+        let clients = env_or("BENCH_CLIENTS", 8);
+        let batch_size = env_or("BENCH_BATCH", 1000);
+        let sync = if std::env::var("BENCH_SYNC").as_deref() == Ok("normal") {
+            Synchronous::Normal
+        } else {
+            Synchronous::Full
+        };
+        Knobs {
+            clients,
+            per_client: env_or("BENCH_RECORDS", 400_000) / clients / batch_size,
+            batch_size,
+            sync,
+        }
+    }
+
+    /// Records sent in all.
+    fn records(&self) -> usize {
+        self.clients * self.per_client * self.batch_size
+    }
+
+    /// Builds every batch first (so the measurement is the collector, not the generator), then
+    /// sends them from one task per client; returns when all are acknowledged.
+    async fn send_all(&self, ingest: &Arc<Ingest>) -> Instant {
+        let now = chrono::Utc::now().timestamp_millis();
+        let work: Vec<Vec<ExportRequest>> = (0..self.clients)
+            .map(|w| {
+                (0..self.per_client)
+                    .map(|b| {
+                        batch(
+                            w as u32,
+                            (b * self.batch_size + 1) as u64,
+                            self.batch_size,
+                            now,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for batches in work {
+            let ingest = Arc::clone(ingest);
+            tasks.push(tokio::spawn(async move {
+                for b in batches {
+                    ingest.export(b).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        started
+    }
+}
+
+/// Stores the workload through the Export path (validation + group commit). See [`Knobs`].
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn ingest_throughput() {
-    let total = env_or("BENCH_RECORDS", 400_000);
-    let clients = env_or("BENCH_CLIENTS", 8);
-    let batch_size = env_or("BENCH_BATCH", 1000);
-    let sync = if std::env::var("BENCH_SYNC").as_deref() == Ok("normal") {
-        Synchronous::Normal
-    } else {
-        Synchronous::Full
-    };
+    let k = Knobs::from_env();
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
-    let store = Arc::new(Store::open(dir.path(), sync, 100_000, Arc::clone(&metrics)).unwrap());
+    let store = Arc::new(Store::open(dir.path(), k.sync, 100_000, Arc::clone(&metrics)).unwrap());
     let ingest = Arc::new(Ingest::new(
         Arc::clone(&store),
         Default::default(),
         Default::default(),
         metrics,
     ));
-    let now = chrono::Utc::now().timestamp_millis();
-    let per_client = total / clients / batch_size;
-    // Build batches first so the measurement is the collector, not the generator.
-    let work: Vec<Vec<ExportRequest>> = (0..clients)
-        .map(|w| {
-            (0..per_client)
-                .map(|b| batch(w as u32, (b * batch_size + 1) as u64, batch_size, now))
-                .collect()
-        })
-        .collect();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for batches in work {
-        let ingest = Arc::clone(&ingest);
-        tasks.push(tokio::spawn(async move {
-            for b in batches {
-                ingest.export(b).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let started = k.send_all(&ingest).await;
     let secs = started.elapsed().as_secs_f64();
-    let n = clients * per_client * batch_size;
+    let n = k.records();
     println!(
-        "stored {n} records in {secs:.2}s: {:.0} records/s ({sync:?}, {clients} clients, batches of {batch_size})",
-        n as f64 / secs
+        "stored {n} records in {secs:.2}s: {:.0} records/s ({:?}, {} clients, batches of {})",
+        n as f64 / secs,
+        k.sync,
+        k.clients,
+        k.batch_size
     );
     store.close().await;
 }
@@ -159,14 +197,8 @@ fn rss_kib(field: &str) -> u64 {
 async fn ingest_throughput_with_rules() {
     use warden_collector::alerts::Alerter;
     use warden_collector::detection::{Detection, RulesSource};
-    let total = env_or("BENCH_RECORDS", 400_000);
-    let clients = env_or("BENCH_CLIENTS", 8);
-    let batch_size = env_or("BENCH_BATCH", 1000);
-    let sync = if std::env::var("BENCH_SYNC").as_deref() == Ok("normal") {
-        Synchronous::Normal
-    } else {
-        Synchronous::Full
-    };
+    let k = Knobs::from_env();
+    let sync = k.sync;
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(Store::open(dir.path(), sync, 100_000, Arc::clone(&metrics)).unwrap());
@@ -196,29 +228,8 @@ async fn ingest_throughput_with_rules() {
         )
         .with_detection(Arc::clone(&detection)),
     );
-    let now = chrono::Utc::now().timestamp_millis();
-    let per_client = total / clients / batch_size;
-    let work: Vec<Vec<ExportRequest>> = (0..clients)
-        .map(|w| {
-            (0..per_client)
-                .map(|b| batch(w as u32, (b * batch_size + 1) as u64, batch_size, now))
-                .collect()
-        })
-        .collect();
-    let n = clients * per_client * batch_size;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for batches in work {
-        let ingest = Arc::clone(&ingest);
-        tasks.push(tokio::spawn(async move {
-            for b in batches {
-                ingest.export(b).await.unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    let n = k.records();
+    let started = k.send_all(&ingest).await;
     let stored_secs = started.elapsed().as_secs_f64();
     use std::sync::atomic::Ordering::Relaxed;
     while metrics.rules_records_evaluated.load(Relaxed)
@@ -230,8 +241,10 @@ async fn ingest_throughput_with_rules() {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "20 rules + storage: {n} records stored in {stored_secs:.2}s and evaluated in {secs:.2}s: {:.0} records/s \
-         ({sync:?}, {clients} clients, batches of {batch_size}); skipped {}, rule decisions {}",
+         ({sync:?}, {} clients, batches of {}); skipped {}, rule decisions {}",
         n as f64 / secs,
+        k.clients,
+        k.batch_size,
         metrics.rules_records_skipped.load(Relaxed),
         metrics.rule_decisions.load(Relaxed),
     );
