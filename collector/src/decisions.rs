@@ -498,37 +498,45 @@ impl Decisions {
             return Err(allow_conflict(&req.target, allow));
         }
         let now = now_ms();
-        let expires = req.ttl.expires_at(now);
-        let (decision, version) = self.commit(&mut state, |tx, version| {
-            let d = insert_decision(
-                tx,
-                &req.target,
-                req.action,
-                expires,
-                &req.reason,
-                req.origin.as_str(),
-                &req.actor,
-                now,
-            )?;
+        let entry = NewEntry {
+            target: req.target,
+            action: req.action,
+            expires_at_ms: req.ttl.expires_at(now),
+            reason: &req.reason,
+            origin: req.origin.as_str(),
+            actor: &req.actor,
+            now,
+        };
+        self.add_one(&mut state, &entry, "ban")
+    }
+
+    /// Adds one entry as one version, with its admin-audit row.
+    fn add_one(
+        &self,
+        state: &mut State,
+        entry: &NewEntry<'_>,
+        operation: &str,
+    ) -> Result<(Decision, u64), Error> {
+        self.commit(state, |tx, version| {
+            let d = insert_decision(tx, entry)?;
             write_audit(
                 tx,
-                now,
+                entry.now,
                 version,
                 &AuditRow {
-                    actor: &req.actor,
-                    operation: "ban",
-                    target: req.target.to_string(),
-                    action: Some(req.action.as_str()),
-                    expires_at_ms: expires,
-                    reason: &req.reason,
-                    origin: req.origin.as_str(),
+                    actor: entry.actor,
+                    operation,
+                    target: entry.target.to_string(),
+                    action: Some(entry.action.as_str()),
+                    expires_at_ms: entry.expires_at_ms,
+                    reason: entry.reason,
+                    origin: entry.origin,
                     decision_id: Some(d.id),
                     count: 1,
                 },
             )?;
             Ok((vec![d.clone()], vec![], d))
-        })?;
-        Ok((decision, version))
+        })
     }
 
     /// Bans many targets in one version (a list load). Targets covered by the allowlist are
@@ -704,36 +712,16 @@ impl Decisions {
         actor: &str,
     ) -> Result<(Decision, u64), Error> {
         let mut state = self.lock()?;
-        let now = now_ms();
-        self.commit(&mut state, |tx, version| {
-            let d = insert_decision(
-                tx,
-                &target,
-                DecisionAction::Allow,
-                None,
-                reason,
-                "manual",
-                actor,
-                now,
-            )?;
-            write_audit(
-                tx,
-                now,
-                version,
-                &AuditRow {
-                    actor,
-                    operation: "allow_add",
-                    target: target.to_string(),
-                    action: Some("allow"),
-                    expires_at_ms: None,
-                    reason,
-                    origin: "manual",
-                    decision_id: Some(d.id),
-                    count: 1,
-                },
-            )?;
-            Ok((vec![d.clone()], vec![], d))
-        })
+        let entry = NewEntry {
+            target,
+            action: DecisionAction::Allow,
+            expires_at_ms: None,
+            reason,
+            origin: "manual",
+            actor,
+            now: now_ms(),
+        };
+        self.add_one(&mut state, &entry, "allow_add")
     }
 
     /// Removes an allowlist entry; [`Error::NotFound`] when there is none.
@@ -1059,33 +1047,37 @@ fn allow_conflict(target: &Target, allow: &Decision) -> Error {
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn insert_decision(
-    tx: &rusqlite::Transaction<'_>,
-    target: &Target,
+/// A deny, throttle or allow entry about to be added.
+struct NewEntry<'a> {
+    target: Target,
     action: DecisionAction,
     expires_at_ms: Option<i64>,
-    reason: &str,
-    origin: &str,
-    actor: &str,
+    reason: &'a str,
+    origin: &'a str,
+    actor: &'a str,
     now: i64,
+}
+
+fn insert_decision(
+    tx: &rusqlite::Transaction<'_>,
+    e: &NewEntry<'_>,
 ) -> Result<Decision, rusqlite::Error> {
     // INSERT OR REPLACE gives a replaced decision a fresh id, so records blocked by the old and
     // the new decision stay distinguishable.
     tx.execute(
         "INSERT OR REPLACE INTO decisions (list, target, action, expires_at_ms, reason, origin, actor, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![action.list().as_str(), target.to_string(), action.as_str(), expires_at_ms, reason, origin, actor, now],
+        params![e.action.list().as_str(), e.target.to_string(), e.action.as_str(), e.expires_at_ms, e.reason, e.origin, e.actor, e.now],
     )?;
     Ok(Decision {
         id: to_u64(tx.last_insert_rowid()),
-        target: *target,
-        action,
-        expires_at_ms,
-        reason: Arc::from(reason),
-        origin: Arc::from(origin),
-        actor: Arc::from(actor),
-        created_ms: now,
+        target: e.target,
+        action: e.action,
+        expires_at_ms: e.expires_at_ms,
+        reason: Arc::from(e.reason),
+        origin: Arc::from(e.origin),
+        actor: Arc::from(e.actor),
+        created_ms: e.now,
     })
 }
 
