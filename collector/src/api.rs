@@ -351,11 +351,25 @@ async fn unban(
     State(s): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let (target, reason, actor) = removal_params(&params)?;
+    removal(&s, &params, Decisions::unban, "unban").await
+}
+
+/// [`Decisions::unban`] or [`Decisions::allow_remove`]: target, reason, actor.
+type Removal = fn(&Decisions, Target, &str, &str) -> Result<(Decision, u64), Error>;
+
+/// The decision or allowlist entry removal named by `params`, answered once it reached the
+/// filters.
+async fn removal(
+    s: &AppState,
+    params: &HashMap<String, String>,
+    remove: Removal,
+    what: &'static str,
+) -> Result<Response, Error> {
+    let (target, reason, actor) = removal_params(params)?;
     let d = Arc::clone(&s.decisions);
-    let (decision, version) = blocking(move || d.unban(target, &reason, &actor)).await?;
-    tracing::info!(%target, version, "unban");
-    Ok(answer_change(&s, StatusCode::OK, &decision, version).await)
+    let (decision, version) = blocking(move || remove(&d, target, &reason, &actor)).await?;
+    tracing::info!(%target, version, "{what}");
+    Ok(answer_change(s, StatusCode::OK, &decision, version).await)
 }
 
 #[derive(Deserialize)]
@@ -381,11 +395,7 @@ async fn allow_remove(
     State(s): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    let (target, reason, actor) = removal_params(&params)?;
-    let d = Arc::clone(&s.decisions);
-    let (decision, version) = blocking(move || d.allow_remove(target, &reason, &actor)).await?;
-    tracing::info!(%target, version, "allowlist remove");
-    Ok(answer_change(&s, StatusCode::OK, &decision, version).await)
+    removal(&s, &params, Decisions::allow_remove, "allowlist remove").await
 }
 
 async fn filters(State(s): State<AppState>) -> Response {
