@@ -59,6 +59,10 @@ pub struct WardenRoot {
     identity: FilterIdentity,
     stream: Option<Stream>,
     last_purge_ms: u64,
+    /// The collector's gRPC service, as Envoy expects it (set with the configuration).
+    upstream: String,
+    /// Metadata of every call to the collector (its bearer token, if one is configured).
+    grpc_metadata: Vec<(String, Vec<u8>)>,
 }
 
 impl WardenRoot {
@@ -70,6 +74,8 @@ impl WardenRoot {
             identity: FilterIdentity::default(),
             stream: None,
             last_purge_ms: 0,
+            upstream: String::new(),
+            grpc_metadata: Vec::new(),
         }
     }
 
@@ -83,6 +89,14 @@ impl WardenRoot {
         )]
     }
 
+    /// The call metadata as the host call takes it.
+    fn metadata_pairs(metadata: &[(String, Vec<u8>)]) -> Vec<(&str, &[u8])> {
+        metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect()
+    }
+
     fn record_outcome(metrics: &Metrics, outcome: Outcome) {
         metrics.add(Counter::RecordsSent, outcome.sent);
         metrics.add(Counter::BatchesSent, u64::from(outcome.sent > 0));
@@ -94,16 +108,11 @@ impl WardenRoot {
 
     /// Sends every batch that is due, up to the in-flight cap.
     fn flush(&mut self, config: &Config, state: &mut State, now: u64) {
-        let upstream = host::grpc_upstream(&config.collector.cluster, &config.collector.authority);
-        let metadata = Self::metadata(config);
-        let md: Vec<(&str, &[u8])> = metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
+        let md = Self::metadata_pairs(&self.grpc_metadata);
         while let Some(batch) = state.shipper.next_batch(now) {
             let body = batch.encode(&self.identity, state.shipper.dropped_total());
             match hostcalls::dispatch_grpc_call(
-                &upstream,
+                &self.upstream,
                 AUDIT_SERVICE,
                 "Export",
                 md.clone(),
@@ -128,28 +137,23 @@ impl WardenRoot {
     }
 
     /// Opens the Subscribe stream when it is closed and the backoff allows.
-    fn connect(&mut self, config: &Config, state: &State, now: u64) {
+    fn connect(&mut self, state: &State, now: u64) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
         if stream.token.is_some() || !stream.backoff.ready(now) {
             return;
         }
-        let upstream = host::grpc_upstream(&config.collector.cluster, &config.collector.authority);
-        let metadata = Self::metadata(config);
-        let md: Vec<(&str, &[u8])> = metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        let token = match hostcalls::open_grpc_stream(&upstream, DENYLIST_SERVICE, "Subscribe", md)
-        {
-            Ok(t) => t,
-            Err(e) => {
-                host::log(LogLevel::Warn, &format!("cannot open Subscribe: {e:?}"));
-                stream.backoff.fail(now);
-                return;
-            }
-        };
+        let md = Self::metadata_pairs(&self.grpc_metadata);
+        let token =
+            match hostcalls::open_grpc_stream(&self.upstream, DENYLIST_SERVICE, "Subscribe", md) {
+                Ok(t) => t,
+                Err(e) => {
+                    host::log(LogLevel::Warn, &format!("cannot open Subscribe: {e:?}"));
+                    stream.backoff.fail(now);
+                    return;
+                }
+            };
         let known_version = if stream.want_snapshot {
             0
         } else {
@@ -355,6 +359,8 @@ impl RootContext for WardenRoot {
             ),
             want_snapshot: false,
         });
+        self.upstream = host::grpc_upstream(&config.collector.cluster, &config.collector.authority);
+        self.grpc_metadata = Self::metadata(&config);
         self.config = Some(config);
         self.last_purge_ms = now;
         if hostcalls::set_tick_period(TICK).is_err() {
@@ -381,7 +387,7 @@ impl RootContext for WardenRoot {
         let mut state = state.borrow_mut();
         self.flush(&config, &mut state, now);
         if config.deny_list.enabled {
-            self.connect(&config, &state, now);
+            self.connect(&state, now);
             if now.saturating_sub(self.last_purge_ms) >= PURGE_EVERY_MS {
                 self.last_purge_ms = now;
                 if state.denylist.purge(i64::try_from(now).unwrap_or(i64::MAX)) > 0 {
