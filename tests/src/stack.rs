@@ -22,10 +22,19 @@ impl Stack {
 
     /// Starts everything, letting `configure` adjust Envoy's options first.
     pub async fn start_with(configure: impl FnOnce(&mut EnvoyOptions)) -> Self {
+        Self::start_with_collector_config("", configure).await
+    }
+
+    /// Starts everything with `config` as the collector's `warden.toml`, letting `configure`
+    /// adjust Envoy's options first.
+    pub async fn start_with_collector_config(
+        config: &str,
+        configure: impl FnOnce(&mut EnvoyOptions),
+    ) -> Self {
         let upstream = crate::upstream::spawn("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("start upstream");
-        let collector = Collector::start().await;
+        let collector = Collector::start_with_config(config).await;
         let mut options = EnvoyOptions::new(collector.grpc, upstream);
         configure(&mut options);
         let envoy = Envoy::start(options).await;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::time::Instant;
-use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, Stack, eventually};
+use warden_e2e::{Client, Collector, Envoy, Stack, eventually};
 
 /// `Authorization` for `demo:wrong`: the upstream's /login answers 401 to it.
 const WRONG_CREDENTIALS: &str = "Basic ZGVtbzp3cm9uZw==";
@@ -61,18 +61,7 @@ escalation = { factor = 2.0, max_ttl = "1m", period = "1h" }
 
 /// Upstream + a collector running [`RULES`] + Envoy.
 async fn start() -> Stack {
-    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("start upstream");
-    let collector = Collector::start_with_config(RULES).await;
-    let envoy = Envoy::start(EnvoyOptions::new(collector.grpc, upstream)).await;
-    let stack = Stack {
-        collector,
-        envoy,
-        upstream,
-    };
-    stack.wait_for_filters().await;
-    stack
+    Stack::start_with_collector_config(RULES, |_| {}).await
 }
 
 /// Sends requests from `client` to `path` one after another until one gets `status`; returns
