@@ -386,6 +386,19 @@ fn check<T: std::str::FromStr<Err = E>, E: ToString>(
     })
 }
 
+/// Adds query parameter `key` if given, after checking it parses as `T` (named `--key` if not).
+fn push_checked<T: std::str::FromStr<Err = E>, E: ToString>(
+    q: &mut Vec<(&'static str, String)>,
+    key: &'static str,
+    value: Option<String>,
+) -> Result<(), CliError> {
+    if let Some(v) = value {
+        check::<T, _>(&format!("--{key}"), &v)?;
+        q.push((key, v));
+    }
+    Ok(())
+}
+
 /// `$USER@hostname`, the default actor of changes made from this machine.
 pub fn default_actor() -> String {
     let user = std::env::var("USER")
@@ -565,26 +578,12 @@ async fn query(a: QueryArgs) -> Result<String, CliError> {
             reason: "must be at least 1".into(),
         });
     }
-    if let Some(v) = a.since {
-        check::<TimeBound, _>("--since", &v)?;
-        q.push(("since", v));
-    }
-    if let Some(v) = a.until {
-        check::<TimeBound, _>("--until", &v)?;
-        q.push(("until", v));
-    }
-    if let Some(v) = a.ip {
-        check::<Target, _>("--ip", &v)?;
-        q.push(("ip", v));
-    }
-    if let Some(v) = a.status {
-        check::<StatusFilter, _>("--status", &v)?;
-        q.push(("status", v));
-    }
-    if let Some(v) = a.decision {
-        check::<DecisionFilter, _>("--decision", &v)?;
-        q.push(("decision", v));
-    }
+    // Checked here so a typo is named by its flag before anything is sent.
+    push_checked::<TimeBound, _>(&mut q, "since", a.since)?;
+    push_checked::<TimeBound, _>(&mut q, "until", a.until)?;
+    push_checked::<Target, _>(&mut q, "ip", a.ip)?;
+    push_checked::<StatusFilter, _>(&mut q, "status", a.status)?;
+    push_checked::<DecisionFilter, _>(&mut q, "decision", a.decision)?;
     for (flag, key, value) in [
         ("--host", "host", a.host),
         ("--path-prefix", "path_prefix", a.path_prefix),
