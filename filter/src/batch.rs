@@ -1,21 +1,34 @@
-//! The per-VM record shipper: numbers records, keeps them in a pending buffer bounded in records
-//! and bytes (dropping the oldest), cuts batches when full or when the flush interval elapsed,
-//! tracks in-flight `Export` calls and puts a failed batch back at the front with backoff.
+//! The per-VM record shipper: numbers records and appends each, already encoded, to the open
+//! batch; seals a batch when it holds `max_records` records or `max_batch_bytes` bytes, or when
+//! its flush interval elapsed; keeps up to `max_in_flight` `Export` calls outstanding; puts a
+//! failed batch back at the front with backoff; bounds everything it holds in records and
+//! bytes, dropping (and counting) the oldest batches beyond the bounds.
+//!
+//! A batch's bytes are the `ExportRequest` itself: the filter identity (encoded once), then the
+//! records as they were encoded when their requests completed, then `dropped_total`, rewritten
+//! at each dispatch. Dispatch and retry send those bytes as they are: nothing is re-encoded or
+//! copied, and a retried batch carries exactly the same records and sequence numbers.
+//!
+//! The batch size follows the request rate: at a low rate the flush interval cuts small batches;
+//! at a high rate batches fill to `max_records` or `max_batch_bytes` and are sealed at once (the
+//! HTTP context wakes the root context to send them), so a busy worker sends a few large calls
+//! a second instead of falling behind one 50 ms tick at a time.
 //!
 //! Urgent records (authentication and authorization failures by default) do not wait for the
-//! flush interval: they leave as soon as no other batch is in flight, so detection rules in the
-//! collector see a brute force within one round trip. While a batch is in flight more records
-//! gather, so under attack the calls stay far fewer than the requests.
+//! flush interval: their batch leaves as soon as no other urgent batch is in flight, so detection
+//! rules in the collector see a brute force within one round trip, while records of an ongoing
+//! attack still gather into few calls.
 //!
-//! Time is passed in (`now_ms`) so every decision is tested on the host; the glue in
-//! `root_context.rs` only dispatches the calls this module asks for.
+//! Time is passed in (`now_ms`) so every decision is tested on the host.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use prost::Message;
-use warden_proto::pb::{AccessRecord, ExportRequest, FilterIdentity};
+use prost::encoding::encode_varint;
+use warden_proto::pb::{AccessRecord, FilterIdentity};
 
 use crate::config::BatchConfig;
+use crate::identity::DecisionView;
 use warden_proto::pb::{DenyKind, Mechanism, Verdict};
 
 /// Exponential backoff with a cap; `delay_ms` is 0 while healthy.
@@ -65,215 +78,304 @@ impl Backoff {
     }
 }
 
-/// A numbered record with its encoded size, as kept in the buffer.
-#[derive(Debug, Clone, PartialEq)]
-struct Pending {
-    record: AccessRecord,
-    size: usize,
-    urgent: bool,
+/// Whether a record should be shipped without waiting for the flush interval: its status is one
+/// of `urgent_statuses`, or an auth mechanism denied it. Warden's own blocks are not urgent: the
+/// client is already stopped, and an attacker hammering a block must not turn into one call each.
+pub fn is_urgent(config: &BatchConfig, status: u32, decision: &DecisionView<'_>) -> bool {
+    let own_block = decision.mechanism == Mechanism::WardenDenyList
+        || matches!(decision.deny_kind, DenyKind::Blocked | DenyKind::Throttled);
+    if own_block {
+        return false;
+    }
+    config.urgent_statuses.contains(&status) || decision.verdict == Verdict::Deny
 }
 
-/// Records cut for one `Export` call.
-#[derive(Debug, Clone, PartialEq)]
+/// Records cut for one `Export` call: the encoded `ExportRequest`.
+#[derive(Debug)]
 pub struct Batch {
-    records: Vec<Pending>,
+    bytes: Vec<u8>,
+    /// End of the records; `dropped_total` follows.
+    records_end: usize,
+    records: usize,
+    urgent: usize,
+    first_sequence: u64,
+    opened_ms: u64,
 }
 
 impl Batch {
-    /// Number of records.
+    /// The encoded `ExportRequest`, as it goes on the wire.
+    pub fn body(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Records in the batch.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.records
     }
 
     /// Whether the batch holds no record.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records == 0
     }
 
-    /// The `ExportRequest` bytes for this batch.
-    pub fn encode(&self, filter: &FilterIdentity, dropped_total: u64) -> Vec<u8> {
-        ExportRequest {
-            filter: Some(filter.clone()),
-            records: self.records.iter().map(|p| p.record.clone()).collect(),
-            dropped_total,
+    /// The sequence numbers it carries (first, last).
+    pub fn sequences(&self) -> (u64, u64) {
+        (
+            self.first_sequence,
+            self.first_sequence + self.records as u64 - 1,
+        )
+    }
+
+    /// Sets `dropped_total` (field 3) after the records.
+    fn stamp(&mut self, dropped_total: u64) {
+        self.bytes.truncate(self.records_end);
+        if dropped_total > 0 {
+            encode_varint(3 << 3, &mut self.bytes);
+            encode_varint(dropped_total, &mut self.bytes);
         }
-        .encode_to_vec()
     }
 }
 
-/// What the shipper did with an `Export` outcome, for the metrics.
+/// What the shipper did with an `Export` outcome or a new record, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
     /// Records acknowledged by the collector.
     pub sent: u64,
     /// Records of a failed batch (they are retried).
     pub failed: u64,
-    /// Records dropped because re-queueing overflowed the buffer.
+    /// Records dropped because the buffer was full.
     pub dropped: u64,
     /// Records of a batch the collector refused as invalid (dropped, not retried).
     pub rejected: u64,
 }
 
-/// The pending buffer, in-flight calls and retry state of one VM.
+/// What appending a record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Appended {
+    /// Records dropped to make room.
+    pub dropped: u64,
+    /// A batch is ready to leave now (sealed full, or urgent with no urgent call in flight):
+    /// wake the root context rather than wait for its tick.
+    pub send_now: bool,
+}
+
+/// Spare batch buffers kept for reuse (enough for the calls in flight to come back).
+const MAX_SPARE_BUFFERS: usize = 8;
+
+/// The batches and in-flight calls of one VM.
 #[derive(Debug)]
 pub struct Shipper {
     config: BatchConfig,
     max_record_bytes: usize,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
-    in_flight: HashMap<u32, Batch>,
+    identity: Vec<u8>,
+    open: Option<Batch>,
+    queued: VecDeque<Batch>,
+    in_flight: Vec<(u32, Batch)>,
+    spare: Vec<Vec<u8>>,
     next_sequence: u64,
+    records: usize,
+    bytes: usize,
     dropped_total: u64,
-    last_flush_ms: u64,
     backoff: Backoff,
-    /// Urgent records among `pending`.
-    urgent_pending: usize,
-}
-
-/// Whether `record` should be shipped without waiting for the flush interval: its status is one
-/// of `urgent_statuses`, or an auth mechanism denied it. Warden's own blocks are not urgent: the
-/// client is already stopped, and an attacker hammering a block must not turn into one call each.
-pub fn is_urgent(config: &BatchConfig, record: &AccessRecord) -> bool {
-    let decision = record.decision.as_ref();
-    let own_block = decision.is_some_and(|d| {
-        d.mechanism == Mechanism::WardenDenyList as i32
-            || d.deny_kind == DenyKind::Blocked as i32
-            || d.deny_kind == DenyKind::Throttled as i32
-    });
-    if own_block {
-        return false;
-    }
-    config.urgent_statuses.contains(&record.status)
-        || decision.is_some_and(|d| d.verdict == Verdict::Deny as i32)
 }
 
 impl Shipper {
-    /// An empty shipper; `now_ms` starts the first flush interval.
-    pub fn new(config: &BatchConfig, max_record_bytes: usize, now_ms: u64) -> Self {
+    /// An empty shipper for `identity`.
+    pub fn new(config: &BatchConfig, max_record_bytes: usize, identity: &FilterIdentity) -> Self {
+        let mut encoded = Vec::new();
+        encode_varint(1 << 3 | 2, &mut encoded);
+        encode_varint(identity.encoded_len() as u64, &mut encoded);
+        identity.encode_raw(&mut encoded);
         Self {
             config: config.clone(),
             max_record_bytes,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
-            in_flight: HashMap::new(),
+            identity: encoded,
+            open: None,
+            queued: VecDeque::new(),
+            in_flight: Vec::new(),
+            spare: Vec::new(),
             next_sequence: 1,
+            records: 0,
+            bytes: 0,
             dropped_total: 0,
-            last_flush_ms: now_ms,
             backoff: Backoff::new(config.retry_initial_ms, config.retry_max_ms),
-            urgent_pending: 0,
         }
     }
 
-    /// Numbers, bounds and queues a record; returns how many old records were dropped for it.
-    pub fn push(&mut self, record: AccessRecord) -> u64 {
-        self.push_with(record, false)
+    /// Applies a new configuration: limits apply from the next batch on.
+    pub fn reconfigure(&mut self, config: &BatchConfig, max_record_bytes: usize) {
+        self.config = config.clone();
+        self.max_record_bytes = max_record_bytes;
+        self.backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
     }
 
-    /// Like [`Shipper::push`]; an `urgent` record makes a batch due as soon as no call is in
-    /// flight (see [`is_urgent`]).
-    pub fn push_with(&mut self, mut record: AccessRecord, urgent: bool) -> u64 {
-        record.sequence = self.next_sequence;
+    /// The record size bound encoders must keep.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// Numbers a record and appends it to the open batch: `encode(sequence, buffer)` writes it
+    /// as an `ExportRequest.records` element.
+    pub fn append(
+        &mut self,
+        now_ms: u64,
+        urgent: bool,
+        encode: impl FnOnce(u64, &mut Vec<u8>),
+    ) -> Appended {
+        let sequence = self.next_sequence;
         self.next_sequence += 1;
-        crate::record::bound_record(&mut record, self.max_record_bytes);
-        let size = record.encoded_len();
-        self.pending_bytes += size;
-        self.urgent_pending += usize::from(urgent);
-        self.pending.push_back(Pending {
-            record,
-            size,
-            urgent,
-        });
-        self.enforce_bounds()
+        let batch = match self.open.as_mut() {
+            Some(b) => b,
+            None => {
+                let mut bytes = self.spare.pop().unwrap_or_default();
+                bytes.clear();
+                bytes.extend_from_slice(&self.identity);
+                self.bytes += bytes.len();
+                self.open.insert(Batch {
+                    records_end: bytes.len(),
+                    bytes,
+                    records: 0,
+                    urgent: 0,
+                    first_sequence: sequence,
+                    opened_ms: now_ms,
+                })
+            }
+        };
+        let before = batch.bytes.len();
+        encode(sequence, &mut batch.bytes);
+        batch.records_end = batch.bytes.len();
+        batch.records += 1;
+        batch.urgent += usize::from(urgent);
+        self.records += 1;
+        self.bytes += batch.bytes.len() - before;
+        let full = batch.records >= self.config.max_records
+            || batch.bytes.len() >= self.config.max_batch_bytes;
+        let urgent_due = urgent && !self.urgent_in_flight();
+        if full {
+            self.seal();
+        }
+        let dropped = self.enforce_bounds();
+        Appended {
+            dropped,
+            send_now: (full || urgent_due) && self.in_flight.len() < self.config.max_in_flight,
+        }
+    }
+
+    fn seal(&mut self) {
+        if let Some(b) = self.open.take() {
+            self.queued.push_back(b);
+        }
+    }
+
+    fn urgent_in_flight(&self) -> bool {
+        self.in_flight.iter().any(|(_, b)| b.urgent > 0)
     }
 
     /// Whether an urgent record is waiting.
     pub fn has_urgent(&self) -> bool {
-        self.urgent_pending > 0
+        self.open.as_ref().is_some_and(|b| b.urgent > 0) || self.queued.iter().any(|b| b.urgent > 0)
     }
 
-    /// Drops the oldest records until both bounds hold.
+    fn forget(&mut self, batch: &Batch) {
+        self.records -= batch.records;
+        self.bytes -= batch.records_end;
+    }
+
+    /// Drops the oldest waiting batches (then the open one) until both bounds hold. Batches in
+    /// flight are never dropped; their number and size are bounded by the configuration.
     fn enforce_bounds(&mut self) -> u64 {
         let mut dropped = 0;
-        while self.pending.len() > self.config.max_pending_records
-            || self.pending_bytes > self.config.max_pending_bytes
+        while self.records > self.config.max_pending_records
+            || self.bytes > self.config.max_pending_bytes
         {
-            let Some(old) = self.pending.pop_front() else {
+            let Some(old) = self.queued.pop_front().or_else(|| self.open.take()) else {
                 break;
             };
-            self.pending_bytes -= old.size;
-            self.urgent_pending -= usize::from(old.urgent);
-            dropped += 1;
+            self.forget(&old);
+            dropped += old.records as u64;
+            self.recycle(old);
         }
         self.dropped_total += dropped;
         dropped
     }
 
+    fn recycle(&mut self, batch: Batch) {
+        if self.spare.len() < MAX_SPARE_BUFFERS {
+            self.spare.push(batch.bytes);
+        }
+    }
+
     /// The next batch to send at `now_ms`, if one is due and a call slot and the backoff allow.
-    /// Call repeatedly: a backlog yields several full batches in one tick.
+    /// Call repeatedly: a backlog yields several batches at once.
     pub fn next_batch(&mut self, now_ms: u64) -> Option<Batch> {
-        if self.pending.is_empty()
-            || self.in_flight.len() >= self.config.max_in_flight
-            || !self.backoff.ready(now_ms)
-        {
+        if self.in_flight.len() >= self.config.max_in_flight || !self.backoff.ready(now_ms) {
             return None;
         }
-        let full = self.pending.len() >= self.config.max_records;
-        let due = now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms;
-        let urgent = self.urgent_pending > 0 && self.in_flight.is_empty();
-        if !full && !due && !urgent {
-            return None;
+        if self.queued.is_empty() {
+            let open = self.open.as_ref()?;
+            let due = now_ms.saturating_sub(open.opened_ms) >= self.config.flush_interval_ms;
+            let urgent = open.urgent > 0 && !self.urgent_in_flight();
+            if !due && !urgent {
+                return None;
+            }
+            self.seal();
         }
-        let n = self.pending.len().min(self.config.max_records);
-        let records: Vec<Pending> = self.pending.drain(..n).collect();
-        self.pending_bytes -= records.iter().map(|p| p.size).sum::<usize>();
-        self.urgent_pending -= records.iter().filter(|p| p.urgent).count();
-        self.last_flush_ms = now_ms;
-        Some(Batch { records })
+        let mut batch = self.queued.pop_front()?;
+        batch.stamp(self.dropped_total);
+        Some(batch)
     }
 
     /// The batch was dispatched as call `token`.
     pub fn dispatched(&mut self, token: u32, batch: Batch) {
-        self.in_flight.insert(token, batch);
+        self.in_flight.push((token, batch));
+    }
+
+    fn take_in_flight(&mut self, token: u32) -> Option<Batch> {
+        let i = self.in_flight.iter().position(|(t, _)| *t == token)?;
+        Some(self.in_flight.swap_remove(i).1)
     }
 
     /// Call `token` completed; `ok` only when the collector returned gRPC OK.
     pub fn completed(&mut self, token: u32, ok: bool, now_ms: u64) -> Outcome {
-        let Some(batch) = self.in_flight.remove(&token) else {
+        let Some(batch) = self.take_in_flight(token) else {
             return Outcome::default();
         };
-        if ok {
-            self.backoff.succeed();
-            return Outcome {
-                sent: batch.len() as u64,
-                ..Outcome::default()
-            };
+        if !ok {
+            return self.requeue(batch, now_ms);
         }
-        self.requeue(batch, now_ms)
+        self.backoff.succeed();
+        self.forget(&batch);
+        let sent = batch.records as u64;
+        self.recycle(batch);
+        Outcome {
+            sent,
+            ..Outcome::default()
+        }
     }
 
     /// Call `token` was refused as invalid (gRPC INVALID_ARGUMENT): the same records would be
     /// refused again, and retrying them at the front of the buffer would hold back every record
     /// behind them, so the batch is dropped and counted.
     pub fn rejected(&mut self, token: u32) -> Outcome {
-        let Some(batch) = self.in_flight.remove(&token) else {
+        let Some(batch) = self.take_in_flight(token) else {
             return Outcome::default();
         };
         self.backoff.succeed();
+        self.forget(&batch);
+        let rejected = batch.records as u64;
+        self.recycle(batch);
         Outcome {
-            rejected: batch.len() as u64,
+            rejected,
             ..Outcome::default()
         }
     }
 
-    /// A batch that could not be sent (dispatch refused or call failed) goes back to the front.
+    /// A batch that could not be sent (dispatch refused or call failed) goes back to the front,
+    /// unchanged, and the shipper backs off.
     pub fn requeue(&mut self, batch: Batch, now_ms: u64) -> Outcome {
         self.backoff.fail(now_ms);
-        let failed = batch.len() as u64;
-        for p in batch.records.into_iter().rev() {
-            self.pending_bytes += p.size;
-            self.urgent_pending += usize::from(p.urgent);
-            self.pending.push_front(p);
-        }
+        let failed = batch.records as u64;
+        self.queued.push_front(batch);
         Outcome {
             failed,
             dropped: self.enforce_bounds(),
@@ -286,14 +388,14 @@ impl Shipper {
         self.dropped_total
     }
 
-    /// Records waiting to be sent.
+    /// Records held (waiting or in flight).
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.records
     }
 
-    /// Encoded bytes waiting to be sent.
+    /// Encoded bytes held (waiting or in flight).
     pub fn pending_bytes(&self) -> usize {
-        self.pending_bytes
+        self.bytes
     }
 
     /// Export calls outstanding.
@@ -302,20 +404,22 @@ impl Shipper {
     }
 }
 
+/// Decodes a batch's records (tests and diagnostics).
+pub fn decode_records(body: &[u8]) -> Vec<AccessRecord> {
+    warden_proto::pb::ExportRequest::decode(body)
+        .map(|r| r.records)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(path: &str) -> AccessRecord {
-        AccessRecord {
-            path: path.into(),
-            ..Default::default()
-        }
-    }
+    use warden_proto::pb::ExportRequest;
 
     fn cfg() -> BatchConfig {
         BatchConfig {
             max_records: 3,
+            max_batch_bytes: 1 << 20,
             flush_interval_ms: 1000,
             max_pending_records: 5,
             max_pending_bytes: 1 << 20,
@@ -326,51 +430,135 @@ mod tests {
         }
     }
 
-    fn with_status(status: u32) -> AccessRecord {
-        AccessRecord {
-            status,
+    fn identity() -> FilterIdentity {
+        FilterIdentity {
+            node_id: "n".into(),
+            instance_id: "i".into(),
             ..Default::default()
+        }
+    }
+
+    fn shipper(config: &BatchConfig) -> Shipper {
+        Shipper::new(config, 16 * 1024, &identity())
+    }
+
+    fn push(s: &mut Shipper, now: u64, path: &str, urgent: bool) -> Appended {
+        s.append(now, urgent, |sequence, out| {
+            let r = AccessRecord {
+                sequence,
+                path: path.into(),
+                ..Default::default()
+            };
+            encode_varint(2 << 3 | 2, out);
+            encode_varint(r.encoded_len() as u64, out);
+            r.encode_raw(out);
+        })
+    }
+
+    fn seqs(b: &Batch) -> Vec<u64> {
+        decode_records(b.body())
+            .iter()
+            .map(|r| r.sequence)
+            .collect()
+    }
+
+    fn decision(
+        verdict: Verdict,
+        mechanism: Mechanism,
+        deny_kind: DenyKind,
+    ) -> DecisionView<'static> {
+        DecisionView {
+            verdict,
+            mechanism,
+            deny_kind,
+            reason: "",
+            policy: "",
+            warden_decision_id: 0,
         }
     }
 
     #[test]
     fn auth_failures_are_urgent_but_warden_blocks_and_successes_are_not() {
         let c = cfg();
-        assert!(is_urgent(&c, &with_status(401)));
-        assert!(is_urgent(&c, &with_status(403)));
-        assert!(!is_urgent(&c, &with_status(200)));
-        assert!(!is_urgent(&c, &with_status(404)));
-        let mut blocked = with_status(403);
-        blocked.decision = Some(warden_proto::pb::AuthDecision {
-            verdict: Verdict::Deny as i32,
-            mechanism: Mechanism::WardenDenyList as i32,
-            deny_kind: DenyKind::Blocked as i32,
-            ..Default::default()
-        });
-        assert!(!is_urgent(&c, &blocked), "the client is already stopped");
-        let mut rbac_denied = with_status(418);
-        rbac_denied.decision = Some(warden_proto::pb::AuthDecision {
-            verdict: Verdict::Deny as i32,
-            mechanism: Mechanism::Rbac as i32,
-            ..Default::default()
-        });
-        assert!(is_urgent(&c, &rbac_denied));
+        let allow = decision(Verdict::Allow, Mechanism::None, DenyKind::Unspecified);
+        assert!(is_urgent(&c, 401, &allow));
+        assert!(is_urgent(&c, 403, &allow));
+        assert!(!is_urgent(&c, 200, &allow));
+        assert!(!is_urgent(&c, 404, &allow));
+        let blocked = decision(Verdict::Deny, Mechanism::WardenDenyList, DenyKind::Blocked);
+        assert!(
+            !is_urgent(&c, 403, &blocked),
+            "the client is already stopped"
+        );
+        let rbac = decision(Verdict::Deny, Mechanism::Rbac, DenyKind::Authorization);
+        assert!(is_urgent(&c, 418, &rbac));
     }
 
     #[test]
-    fn an_urgent_record_is_due_at_once_but_only_when_nothing_is_in_flight() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push(record("/ok"));
+    fn a_batch_is_the_export_request_with_identity_records_and_dropped_total() {
+        let mut s = shipper(&cfg());
+        push(&mut s, 0, "/a", false);
+        let b = s.next_batch(1000).unwrap();
+        let req = ExportRequest::decode(b.body()).unwrap();
+        assert_eq!(req.filter.unwrap().node_id, "n");
+        assert_eq!(req.records[0].sequence, 1);
+        assert_eq!(req.records[0].path, "/a");
+        assert_eq!(req.dropped_total, 0);
+    }
+
+    #[test]
+    fn numbers_records_from_one_and_seals_full_batches_at_once() {
+        let mut s = shipper(&cfg());
+        assert!(!push(&mut s, 0, "/a", false).send_now);
+        assert!(!push(&mut s, 0, "/b", false).send_now);
+        assert!(s.next_batch(10).is_none(), "neither full nor due");
+        assert!(push(&mut s, 0, "/c", false).send_now, "full: wake the root");
+        push(&mut s, 0, "/d", false);
+        let b = s.next_batch(10).unwrap();
+        assert_eq!(seqs(&b), vec![1, 2, 3]);
+        assert_eq!(b.sequences(), (1, 3));
+        assert!(s.next_batch(10).is_none());
+        assert_eq!(seqs(&s.next_batch(1000).unwrap()), vec![4]);
+    }
+
+    #[test]
+    fn a_batch_is_sealed_by_bytes_too() {
+        let c = BatchConfig {
+            max_records: 1000,
+            max_batch_bytes: 500,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        let mut sealed = 0;
+        for i in 0..4 {
+            sealed += u32::from(push(&mut s, 0, &"x".repeat(200 + i), false).send_now);
+        }
+        assert_eq!(sealed, 1);
+        assert_eq!(s.next_batch(0).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn flushes_a_partial_batch_after_the_interval() {
+        let mut s = shipper(&cfg());
+        push(&mut s, 5, "/a", false);
+        assert!(s.next_batch(1004).is_none());
+        assert_eq!(s.next_batch(1005).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_urgent_record_is_due_at_once_but_only_when_no_urgent_call_is_in_flight() {
+        let mut s = shipper(&cfg());
+        push(&mut s, 0, "/ok", false);
         assert!(s.next_batch(1).is_none());
-        s.push_with(with_status(401), true);
+        assert!(push(&mut s, 0, "/login", true).send_now);
         let first = s.next_batch(1).expect("urgent batch due at once");
         assert_eq!(seqs(&first), vec![1, 2], "earlier records ride along");
         assert!(!s.has_urgent());
         s.dispatched(7, first);
-        s.push_with(with_status(401), true);
+        assert!(!push(&mut s, 1, "/login", true).send_now);
         assert!(
             s.next_batch(2).is_none(),
-            "one call at a time for urgent records"
+            "one urgent call at a time: attack records gather"
         );
         assert!(s.has_urgent());
         assert_eq!(s.completed(7, true, 3).sent, 2);
@@ -379,27 +567,60 @@ mod tests {
 
     #[test]
     fn a_failed_urgent_batch_stays_urgent_and_waits_for_the_backoff() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push_with(with_status(403), true);
+        let mut s = shipper(&cfg());
+        push(&mut s, 0, "/login", true);
         let b = s.next_batch(0).unwrap();
         s.dispatched(1, b);
-        s.completed(1, false, 10);
+        assert_eq!(s.completed(1, false, 10).failed, 1);
         assert!(s.has_urgent());
         assert!(s.next_batch(50).is_none(), "backoff first");
         assert_eq!(seqs(&s.next_batch(110).unwrap()), vec![1]);
     }
 
     #[test]
-    fn a_rejected_batch_is_dropped_not_retried() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
+    fn a_retried_batch_is_the_same_bytes_with_the_current_dropped_total() {
+        let c = BatchConfig {
+            max_pending_records: 7,
+            max_in_flight: 1,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
         for i in 0..3 {
-            s.push(record(&format!("/{i}")));
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let b = s.next_batch(0).unwrap();
+        let before = b.body().to_vec();
+        s.dispatched(1, b);
+        // Newer records overflow the buffer while the call is out: a later batch is dropped.
+        for i in 3..9 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        assert_eq!(s.dropped_total(), 3);
+        s.completed(1, false, 0);
+        let again = s.next_batch(10_000).unwrap();
+        let after = ExportRequest::decode(again.body()).unwrap();
+        assert_eq!(
+            &again.body()[..before.len()],
+            &before[..],
+            "the same bytes, not re-encoded"
+        );
+        assert_eq!(
+            after.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(after.dropped_total, 3);
+    }
+
+    #[test]
+    fn a_rejected_batch_is_dropped_not_retried() {
+        let mut s = shipper(&cfg());
+        for i in 0..3 {
+            push(&mut s, 0, &format!("/{i}"), false);
         }
         let b = s.next_batch(0).unwrap();
         s.dispatched(9, b);
-        s.push(record("/next"));
-        let outcome = s.rejected(9);
-        assert_eq!(outcome.rejected, 3);
+        push(&mut s, 0, "/next", false);
+        assert_eq!(s.rejected(9).rejected, 3);
         assert_eq!(s.in_flight(), 0);
         assert_eq!(
             seqs(&s.next_batch(1000).unwrap()),
@@ -409,105 +630,94 @@ mod tests {
     }
 
     #[test]
-    fn dropping_an_urgent_record_forgets_its_urgency() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push_with(with_status(401), true);
-        for i in 0..5 {
-            s.push(record(&format!("/{i}")));
-        }
-        assert!(!s.has_urgent());
-    }
-
-    fn seqs(b: &Batch) -> Vec<u64> {
-        b.records.iter().map(|p| p.record.sequence).collect()
-    }
-
-    #[test]
-    fn numbers_records_from_one_and_flushes_when_full() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push(record("/a"));
-        s.push(record("/b"));
-        assert!(s.next_batch(10).is_none(), "neither full nor due");
-        s.push(record("/c"));
-        s.push(record("/d"));
-        let b = s.next_batch(10).unwrap();
-        assert_eq!(seqs(&b), vec![1, 2, 3]);
-        assert!(s.next_batch(10).is_none());
-        assert_eq!(seqs(&s.next_batch(1010).unwrap()), vec![4]);
-    }
-
-    #[test]
-    fn flushes_a_partial_batch_after_the_interval() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push(record("/a"));
-        assert!(s.next_batch(999).is_none());
-        assert_eq!(s.next_batch(1000).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn drops_the_oldest_when_full_in_records_or_bytes() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
+    fn drops_the_oldest_batches_when_full_in_records_or_bytes_and_counts_them() {
+        let mut s = shipper(&cfg());
         let mut dropped = 0;
         for i in 0..7 {
-            dropped += s.push(record(&format!("/{i}")));
+            dropped += push(&mut s, 0, &format!("/{i}"), false).dropped;
         }
-        assert_eq!(dropped, 2);
-        assert_eq!(s.dropped_total(), 2);
-        assert_eq!(seqs(&s.next_batch(0).unwrap()), vec![3, 4, 5]);
+        assert_eq!(dropped, 3, "the first sealed batch of three");
+        assert_eq!(s.dropped_total(), 3);
+        assert_eq!(s.pending_len(), 4);
+        let req = ExportRequest::decode(s.next_batch(0).unwrap().body()).unwrap();
+        assert_eq!(
+            req.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        assert_eq!(req.dropped_total, 3, "the collector learns of the drop");
 
         let c = BatchConfig {
             max_pending_bytes: 1024,
             max_pending_records: 1000,
+            max_records: 2,
             ..cfg()
         };
-        let mut s = Shipper::new(&c, 16384, 0);
+        let mut s = shipper(&c);
         for _ in 0..10 {
-            s.push(record(&"x".repeat(200)));
+            push(&mut s, 0, &"x".repeat(200), false);
         }
-        assert!(s.pending_bytes() <= 1024);
-        assert_eq!(s.pending_len(), 4);
-        assert_eq!(s.dropped_total(), 6);
+        assert!(s.pending_bytes() <= 1024, "{}", s.pending_bytes());
+        assert_eq!(s.pending_len() as u64 + s.dropped_total(), 10);
     }
 
     #[test]
-    fn failed_batches_return_to_the_front_with_backoff() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        for i in 0..4 {
-            s.push(record(&format!("/{i}")));
+    fn batches_in_flight_are_never_dropped() {
+        let c = BatchConfig {
+            max_pending_records: 3,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        for i in 0..3 {
+            push(&mut s, 0, &format!("/{i}"), false);
         }
         let b = s.next_batch(0).unwrap();
-        s.dispatched(7, b);
+        s.dispatched(1, b);
+        push(&mut s, 0, "/new", false);
         assert_eq!(s.in_flight(), 1);
-        let out = s.completed(7, false, 50);
-        assert_eq!(out.failed, 3);
-        assert!(s.next_batch(100).is_none(), "backing off until 150");
-        let b = s.next_batch(1150).unwrap();
-        assert_eq!(seqs(&b), vec![1, 2, 3]);
-        s.dispatched(8, b);
-        s.completed(8, false, 1200);
-        assert!(
-            s.next_batch(1350).is_none(),
-            "second failure doubles the delay"
-        );
-        let b = s.next_batch(1400).unwrap();
-        s.dispatched(9, b);
-        assert_eq!(s.completed(9, true, 1500).sent, 3);
-        assert_eq!(seqs(&s.next_batch(2500).unwrap()), vec![4]);
+        assert_eq!(s.completed(1, true, 0).sent, 3);
     }
 
     #[test]
     fn caps_calls_in_flight_and_ignores_unknown_tokens() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        for i in 0..5 {
-            s.push(record(&format!("/{i}")));
+        let c = BatchConfig {
+            max_pending_records: 100,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        for i in 0..7 {
+            push(&mut s, 0, &format!("/{i}"), false);
         }
-        let b = s.next_batch(2000).unwrap();
+        let b = s.next_batch(0).unwrap();
         s.dispatched(1, b);
-        let b = s.next_batch(3000).unwrap();
+        let b = s.next_batch(0).unwrap();
         s.dispatched(2, b);
-        s.push(record("/more"));
         assert!(s.next_batch(5000).is_none(), "two calls in flight");
         assert_eq!(s.completed(99, true, 0), Outcome::default());
+        s.completed(1, true, 0);
+        assert!(s.next_batch(5000).is_some());
+    }
+
+    #[test]
+    fn several_batches_leave_in_one_go_when_backlogged() {
+        let c = BatchConfig {
+            max_in_flight: 4,
+            max_pending_records: 100,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        for i in 0..10 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let mut token = 0;
+        while let Some(b) = s.next_batch(0) {
+            token += 1;
+            s.dispatched(token, b);
+        }
+        assert_eq!(
+            s.in_flight(),
+            3,
+            "three full batches; the fourth is still open"
+        );
     }
 
     #[test]
@@ -522,17 +732,18 @@ mod tests {
     }
 
     #[test]
-    fn batch_encodes_identity_and_dropped_total() {
-        let mut s = Shipper::new(&cfg(), 16384, 0);
-        s.push(record("/a"));
-        let b = s.next_batch(1000).unwrap();
-        let id = FilterIdentity {
-            node_id: "n".into(),
-            ..Default::default()
-        };
-        let req = ExportRequest::decode(b.encode(&id, 4).as_slice()).unwrap();
-        assert_eq!(req.filter.unwrap().node_id, "n");
-        assert_eq!(req.dropped_total, 4);
-        assert_eq!(req.records[0].sequence, 1);
+    fn buffers_are_reused() {
+        let mut s = shipper(&cfg());
+        for round in 0..3 {
+            for i in 0..3 {
+                push(&mut s, 0, &format!("/{round}/{i}"), false);
+            }
+            let b = s.next_batch(0).unwrap();
+            s.dispatched(round, b);
+            s.completed(round, true, 0);
+        }
+        assert!(!s.spare.is_empty());
+        assert_eq!(s.pending_len(), 0);
+        assert_eq!(s.pending_bytes(), 0);
     }
 }

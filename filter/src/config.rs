@@ -76,8 +76,10 @@ impl Default for CollectorConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// A batch is sent as soon as this many records are pending.
+    /// A batch is sealed and sent as soon as it holds this many records.
     pub max_records: usize,
+    /// A batch is sealed and sent as soon as its encoding reaches this many bytes.
+    pub max_batch_bytes: usize,
     /// A non-empty batch is sent at least this often.
     pub flush_interval_ms: u64,
     /// Pending buffer bound in records; the oldest are dropped beyond it.
@@ -98,7 +100,8 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_records: 100,
+            max_records: 1000,
+            max_batch_bytes: 1024 * 1024,
             flush_interval_ms: 1000,
             max_pending_records: 10_000,
             max_pending_bytes: 8 * 1024 * 1024,
@@ -270,6 +273,12 @@ impl Config {
         range("collector.timeout_ms", c.timeout_ms, 1, 600_000)?;
         let b = &self.batch;
         range("batch.max_records", b.max_records, 1, 10_000)?;
+        range(
+            "batch.max_batch_bytes",
+            b.max_batch_bytes,
+            1024,
+            16 * 1024 * 1024,
+        )?;
         range("batch.flush_interval_ms", b.flush_interval_ms, 10, 600_000)?;
         range(
             "batch.max_pending_records",
@@ -307,9 +316,15 @@ impl Config {
             1024,
             1024 * 1024,
         )?;
-        if r.max_record_bytes > self.batch.max_pending_bytes {
+        if r.max_record_bytes > self.batch.max_batch_bytes {
             return Err(invalid(
                 "record.max_record_bytes",
+                "must not exceed batch.max_batch_bytes",
+            ));
+        }
+        if self.batch.max_batch_bytes > self.batch.max_pending_bytes {
+            return Err(invalid(
+                "batch.max_batch_bytes",
                 "must not exceed batch.max_pending_bytes",
             ));
         }
@@ -386,7 +401,7 @@ mod tests {
         assert_eq!(Config::parse(b"").unwrap(), Config::default());
         assert_eq!(Config::parse(b"  {} ").unwrap(), Config::default());
         let c = Config::default();
-        assert_eq!(c.batch.max_records, 100);
+        assert_eq!(c.batch.max_records, 1000);
         assert_eq!(c.deny_list.deny_status, 403);
         assert_eq!(c.authority(), "warden_collector");
     }
@@ -395,7 +410,8 @@ mod tests {
     fn full_configuration_parses() {
         let json = r#"{
           "collector": {"cluster": "c", "authority": "a", "timeout_ms": 100, "token": "t"},
-          "batch": {"max_records": 5, "flush_interval_ms": 50, "max_pending_records": 10,
+          "batch": {"max_records": 5, "max_batch_bytes": 4096, "flush_interval_ms": 50,
+                    "max_pending_records": 10,
                     "max_pending_bytes": 100000, "max_in_flight": 1, "retry_initial_ms": 10,
                     "retry_max_ms": 20},
           "record": {"max_header_bytes": 64, "max_record_bytes": 2048, "query_string": "keep",

@@ -39,17 +39,18 @@ pub enum Verdict {
     Throttle,
 }
 
-/// A matched deny or throttle entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Match {
+/// A matched deny or throttle entry, borrowing its strings from the table (a lookup copies
+/// nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match<'a> {
     /// Deny or throttle.
     pub verdict: Verdict,
     /// The collector's decision id.
     pub decision_id: u64,
     /// Why.
-    pub reason: String,
+    pub reason: &'a str,
     /// `manual`, `rule:<name>`, ...
-    pub origin: String,
+    pub origin: &'a str,
     /// Expiry in ms since the epoch, 0 = never.
     pub expires_at_ms: i64,
 }
@@ -509,7 +510,7 @@ impl Table {
     }
 
     /// What applies to `ip` at `now_ms`: `None` when allowlisted or not listed.
-    pub fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match> {
+    pub fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match<'_>> {
         let ip = canonical(ip);
         if self.allow.lookup(ip, now_ms).is_some() {
             return None;
@@ -523,8 +524,8 @@ impl Table {
                 Verdict::Deny
             },
             decision_id: e.decision_id,
-            reason: reason.to_string(),
-            origin: origin.to_string(),
+            reason,
+            origin,
             expires_at_ms: e.expires_at_ms,
         })
     }
@@ -571,7 +572,7 @@ impl DenyList {
     }
 
     /// Looks an address up in the applied table.
-    pub fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match> {
+    pub fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match<'_>> {
         self.table.lookup(ip, now_ms)
     }
 

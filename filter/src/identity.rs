@@ -1,14 +1,14 @@
-//! Who the client was ([`Principal`]) and what decided about it ([`AuthDecision`]), from plain
-//! inputs: JWT claims from jwt_authn's dynamic metadata, the mTLS peer certificate attributes,
-//! the basic-auth user name, a keyed API-key fingerprint, an ext_authz identity header, and
-//! Envoy's response code details.
+//! Who the client was ([`Principal`]) and what decided about it ([`DecisionView`], encoded as
+//! `AuthDecision`), from plain inputs: JWT claims from jwt_authn's dynamic metadata, the mTLS
+//! peer certificate attributes, the basic-auth user name, a keyed API-key fingerprint, an
+//! ext_authz identity header, and Envoy's response code details.
 //!
 //! Secrets never leave this module: a basic-auth password is never decoded past the colon, an API
 //! key only leaves as an HMAC-SHA256 fingerprint.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use warden_proto::pb::{AuthDecision, DenyKind, Mechanism, Principal, PrincipalSource, Verdict};
+use warden_proto::pb::{DenyKind, Mechanism, Principal, PrincipalSource, Verdict};
 
 use crate::config::IdentityConfig;
 
@@ -16,25 +16,42 @@ use crate::config::IdentityConfig;
 /// be worth brute-forcing back to a key).
 const FINGERPRINT_HEX: usize = 16;
 
-/// What the glue gathered about the client's identity.
+/// What the filter gathered about the client's identity, borrowed from Envoy's buffers.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct IdentityFacts {
+pub struct IdentityFacts<'a> {
     /// jwt_authn's payload (a JSON object), when present.
     pub jwt_claims: Option<serde_json::Map<String, serde_json::Value>>,
     /// `connection.uri_san_peer_certificate`.
-    pub cert_uri_san: String,
+    pub cert_uri_san: &'a str,
     /// `connection.dns_san_peer_certificate`.
-    pub cert_dns_san: String,
+    pub cert_dns_san: &'a str,
     /// `connection.subject_peer_certificate`.
-    pub cert_subject: String,
+    pub cert_subject: &'a str,
     /// `connection.sha256_peer_certificate_digest`.
-    pub cert_fingerprint: String,
+    pub cert_fingerprint: &'a str,
     /// The `authorization` request header.
-    pub authorization: Option<String>,
+    pub authorization: Option<&'a [u8]>,
     /// The configured API-key header.
-    pub api_key: Option<String>,
-    /// The configured ext_authz identity header.
-    pub ext_authz_user: Option<String>,
+    pub api_key: Option<&'a [u8]>,
+    /// The configured ext_authz identity header, when Envoy (not the client) set it.
+    pub ext_authz_user: Option<&'a str>,
+}
+
+/// How a request was decided, borrowing its reason and policy (no allocation per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionView<'a> {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// What decided.
+    pub mechanism: Mechanism,
+    /// Why a deny happened.
+    pub deny_kind: DenyKind,
+    /// Envoy's detail, or the Warden reason.
+    pub reason: &'a str,
+    /// The matched policy, or the Warden decision's origin.
+    pub policy: &'a str,
+    /// The Warden decision id, for Warden blocks.
+    pub warden_decision_id: u64,
 }
 
 /// `envoy.config.core.v3.Metadata`, as far as the filter reads it.
@@ -99,12 +116,25 @@ fn claim_string(v: &serde_json::Value) -> String {
 /// Derives the principal, or `None` when no mechanism identified the client. Precedence of
 /// `name`: JWT `sub`, ext_authz identity, mTLS (URI SAN, DNS SAN, subject), basic-auth user,
 /// API-key fingerprint. Certificate fields are filled whenever a peer certificate exists.
-pub fn principal(facts: &IdentityFacts, config: &IdentityConfig) -> Option<Principal> {
+pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<Principal> {
+    let no_certificate = facts.cert_uri_san.is_empty()
+        && facts.cert_dns_san.is_empty()
+        && facts.cert_subject.is_empty()
+        && facts.cert_fingerprint.is_empty();
+    if facts.jwt_claims.is_none()
+        && facts.ext_authz_user.is_none()
+        && no_certificate
+        && facts.authorization.is_none()
+        && facts.api_key.is_none()
+    {
+        // The plain request: nothing to look at, nothing allocated.
+        return None;
+    }
     let mut p = Principal {
-        cert_uri_san: facts.cert_uri_san.clone(),
-        cert_dns_san: facts.cert_dns_san.clone(),
-        cert_subject: facts.cert_subject.clone(),
-        cert_fingerprint: facts.cert_fingerprint.clone(),
+        cert_uri_san: facts.cert_uri_san.to_string(),
+        cert_dns_san: facts.cert_dns_san.to_string(),
+        cert_subject: facts.cert_subject.to_string(),
+        cert_fingerprint: facts.cert_fingerprint.to_string(),
         ..Default::default()
     };
     if let Some(claims) = &facts.jwt_claims {
@@ -123,7 +153,7 @@ pub fn principal(facts: &IdentityFacts, config: &IdentityConfig) -> Option<Princ
         }
         return Some(p);
     }
-    if let Some(user) = facts.ext_authz_user.as_deref().filter(|u| !u.is_empty()) {
+    if let Some(user) = facts.ext_authz_user.filter(|u| !u.is_empty()) {
         p.source = PrincipalSource::ExtAuthz as i32;
         p.name = user.to_string();
         return Some(p);
@@ -137,14 +167,18 @@ pub fn principal(facts: &IdentityFacts, config: &IdentityConfig) -> Option<Princ
         p.name = name;
         return Some(p);
     }
-    if let Some(user) = facts.authorization.as_deref().and_then(basic_auth_user) {
+    if let Some(user) = facts
+        .authorization
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(basic_auth_user)
+    {
         p.source = PrincipalSource::BasicAuth as i32;
         p.name = user;
         return Some(p);
     }
-    if let Some(key) = facts.api_key.as_deref().filter(|k| !k.is_empty()) {
+    if let Some(key) = facts.api_key.filter(|k| !k.is_empty()) {
         p.source = PrincipalSource::ApiKey as i32;
-        p.name = fingerprint(config.api_key_secret.as_bytes(), key.as_bytes());
+        p.name = fingerprint(config.api_key_secret.as_bytes(), key);
         return Some(p);
     }
     None
@@ -154,9 +188,9 @@ pub fn principal(facts: &IdentityFacts, config: &IdentityConfig) -> Option<Princ
 /// when the request arrived (`sent`, before any other filter ran) and when it completed
 /// (`completed`). Only a value Envoy set or changed counts: a client that sends the header
 /// itself must not be able to write the audit trail's principal.
-pub fn authorizer_identity(sent: Option<&str>, completed: Option<&str>) -> Option<String> {
+pub fn authorizer_identity<'a>(sent: Option<&str>, completed: Option<&'a str>) -> Option<&'a str> {
     let completed = completed.filter(|v| !v.is_empty())?;
-    (sent != Some(completed)).then(|| completed.to_string())
+    (sent != Some(completed)).then_some(completed)
 }
 
 /// The user name of a `Basic` authorization header; the password is never returned.
@@ -215,21 +249,25 @@ pub fn fingerprint(secret: &[u8], key: &[u8]) -> String {
 
 /// Infers the decision from the response (status and code details) and the principal found.
 /// Warden's own blocks are decided by the glue, not here.
-pub fn decision(status: u32, details: &str, principal: Option<&Principal>) -> AuthDecision {
+pub fn decision<'a>(
+    status: u32,
+    details: &'a str,
+    principal: Option<&Principal>,
+) -> DecisionView<'a> {
     let deny_kind = match status {
         401 => DenyKind::Authentication,
         _ => DenyKind::Authorization,
     };
-    let deny = |mechanism: Mechanism, policy: String| AuthDecision {
-        verdict: Verdict::Deny as i32,
-        mechanism: mechanism as i32,
-        deny_kind: deny_kind as i32,
-        reason: details.to_string(),
+    let deny = |mechanism: Mechanism, policy: &'a str| DecisionView {
+        verdict: Verdict::Deny,
+        mechanism,
+        deny_kind,
+        reason: details,
         policy,
         warden_decision_id: 0,
     };
     if details.starts_with("jwt_authn_access_denied") {
-        return deny(Mechanism::JwtAuthn, String::new());
+        return deny(Mechanism::JwtAuthn, "");
     }
     if let Some(rest) = details.strip_prefix("rbac_access_denied") {
         // "rbac_access_denied_matched_policy[name]"; "[none]" means no policy matched.
@@ -238,18 +276,18 @@ pub fn decision(status: u32, details: &str, principal: Option<&Principal>) -> Au
             .and_then(|r| r.strip_suffix(']'))
             .filter(|p| *p != "none")
             .unwrap_or_default();
-        return deny(Mechanism::Rbac, policy.to_string());
+        return deny(Mechanism::Rbac, policy);
     }
     if details.starts_with("ext_authz_") {
-        return deny(Mechanism::ExtAuthz, String::new());
+        return deny(Mechanism::ExtAuthz, "");
     }
     if details.ends_with("_basic_auth") {
-        return deny(Mechanism::BasicAuth, String::new());
+        return deny(Mechanism::BasicAuth, "");
     }
     if matches!(status, 401 | 403) {
         // No gateway filter refused it, so the application did: still a denial worth auditing
         // (and what brute-force rules count), attributed to the upstream.
-        return deny(Mechanism::Upstream, String::new());
+        return deny(Mechanism::Upstream, "");
     }
     let mechanism = match principal.map(|p| p.source) {
         Some(s) if s == PrincipalSource::Jwt as i32 => Mechanism::JwtAuthn,
@@ -259,10 +297,13 @@ pub fn decision(status: u32, details: &str, principal: Option<&Principal>) -> Au
         Some(s) if s == PrincipalSource::BasicAuth as i32 => Mechanism::BasicAuth,
         _ => Mechanism::None,
     };
-    AuthDecision {
-        verdict: Verdict::Allow as i32,
-        mechanism: mechanism as i32,
-        ..Default::default()
+    DecisionView {
+        verdict: Verdict::Allow,
+        mechanism,
+        deny_kind: DenyKind::Unspecified,
+        reason: "",
+        policy: "",
+        warden_decision_id: 0,
     }
 }
 
@@ -271,11 +312,14 @@ pub fn decision(status: u32, details: &str, principal: Option<&Principal>) -> Au
 /// would attribute the attempt to its victim. A request Warden refused before any authentication
 /// ran can only name a peer certificate, which the TLS handshake verified; a basic-auth user or
 /// API key on it was never checked.
-pub fn attributable(principal: Option<Principal>, decision: &AuthDecision) -> Option<Principal> {
+pub fn attributable(
+    principal: Option<Principal>,
+    decision: &DecisionView<'_>,
+) -> Option<Principal> {
     let p = principal?;
-    let unverified_block = decision.mechanism == Mechanism::WardenDenyList as i32
-        && p.source != PrincipalSource::Mtls as i32;
-    if decision.deny_kind == DenyKind::Authentication as i32 || unverified_block {
+    let unverified_block =
+        decision.mechanism == Mechanism::WardenDenyList && p.source != PrincipalSource::Mtls as i32;
+    if decision.deny_kind == DenyKind::Authentication || unverified_block {
         return None;
     }
     Some(p)
@@ -300,7 +344,7 @@ mod tests {
         });
         let facts = IdentityFacts {
             jwt_claims: claims.as_object().cloned(),
-            cert_uri_san: "spiffe://x".into(),
+            cert_uri_san: "spiffe://x",
             ..Default::default()
         };
         let p = principal(&facts, &cfg()).unwrap();
@@ -316,8 +360,8 @@ mod tests {
     #[test]
     fn mtls_prefers_uri_san_then_dns_then_subject() {
         let facts = IdentityFacts {
-            cert_dns_san: "client.test".into(),
-            cert_subject: "CN=client".into(),
+            cert_dns_san: "client.test",
+            cert_subject: "CN=client",
             ..Default::default()
         };
         let p = principal(&facts, &cfg()).unwrap();
@@ -329,7 +373,7 @@ mod tests {
     fn basic_auth_gives_the_user_never_the_password() {
         // "bob:s3cret"
         let facts = IdentityFacts {
-            authorization: Some("Basic Ym9iOnMzY3JldA==".into()),
+            authorization: Some(b"Basic Ym9iOnMzY3JldA=="),
             ..Default::default()
         };
         let p = principal(&facts, &cfg()).unwrap();
@@ -343,7 +387,7 @@ mod tests {
     #[test]
     fn api_keys_are_fingerprinted() {
         let facts = IdentityFacts {
-            api_key: Some("sk_live_123".into()),
+            api_key: Some(b"sk_live_123"),
             ..Default::default()
         };
         let p = principal(&facts, &cfg()).unwrap();
@@ -400,14 +444,8 @@ mod tests {
 
     #[test]
     fn an_authorizer_identity_counts_only_when_envoy_set_it() {
-        assert_eq!(
-            authorizer_identity(None, Some("alice")),
-            Some("alice".into())
-        );
-        assert_eq!(
-            authorizer_identity(Some("admin"), Some("bob")),
-            Some("bob".into())
-        );
+        assert_eq!(authorizer_identity(None, Some("alice")), Some("alice"));
+        assert_eq!(authorizer_identity(Some("admin"), Some("bob")), Some("bob"));
         assert_eq!(
             authorizer_identity(Some("admin"), Some("admin")),
             None,
@@ -425,34 +463,34 @@ mod tests {
     #[test]
     fn decisions_are_inferred_from_details() {
         let d = decision(401, "jwt_authn_access_denied{Jwt is expired}", None);
-        assert_eq!(d.mechanism, Mechanism::JwtAuthn as i32);
-        assert_eq!(d.deny_kind, DenyKind::Authentication as i32);
-        assert_eq!(d.verdict, Verdict::Deny as i32);
+        assert_eq!(d.mechanism, Mechanism::JwtAuthn);
+        assert_eq!(d.deny_kind, DenyKind::Authentication);
+        assert_eq!(d.verdict, Verdict::Deny);
         let d = decision(403, "rbac_access_denied_matched_policy[deny-admin]", None);
-        assert_eq!(d.mechanism, Mechanism::Rbac as i32);
+        assert_eq!(d.mechanism, Mechanism::Rbac);
         assert_eq!(d.policy, "deny-admin");
-        assert_eq!(d.deny_kind, DenyKind::Authorization as i32);
+        assert_eq!(d.deny_kind, DenyKind::Authorization);
         let d = decision(403, "rbac_access_denied_matched_policy[none]", None);
         assert_eq!(d.policy, "");
         assert_eq!(
             decision(403, "ext_authz_denied", None).mechanism,
-            Mechanism::ExtAuthz as i32
+            Mechanism::ExtAuthz
         );
         let d = decision(401, "no_credential_for_basic_auth", None);
-        assert_eq!(d.mechanism, Mechanism::BasicAuth as i32);
+        assert_eq!(d.mechanism, Mechanism::BasicAuth);
         let d = decision(200, "via_upstream", None);
-        assert_eq!(d.verdict, Verdict::Allow as i32);
-        assert_eq!(d.mechanism, Mechanism::None as i32);
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert_eq!(d.mechanism, Mechanism::None);
     }
 
     #[test]
     fn an_upstream_401_is_an_authentication_denial_by_the_upstream() {
         let d = decision(401, "via_upstream", None);
-        assert_eq!(d.verdict, Verdict::Deny as i32);
-        assert_eq!(d.mechanism, Mechanism::Upstream as i32);
-        assert_eq!(d.deny_kind, DenyKind::Authentication as i32);
+        assert_eq!(d.verdict, Verdict::Deny);
+        assert_eq!(d.mechanism, Mechanism::Upstream);
+        assert_eq!(d.deny_kind, DenyKind::Authentication);
         let d = decision(403, "via_upstream", None);
-        assert_eq!(d.deny_kind, DenyKind::Authorization as i32);
+        assert_eq!(d.deny_kind, DenyKind::Authorization);
     }
 
     #[test]
@@ -463,8 +501,8 @@ mod tests {
             ..Default::default()
         };
         let d = decision(200, "via_upstream", Some(&p));
-        assert_eq!(d.verdict, Verdict::Allow as i32);
-        assert_eq!(d.mechanism, Mechanism::BasicAuth as i32);
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert_eq!(d.mechanism, Mechanism::BasicAuth);
     }
 
     #[test]
@@ -481,11 +519,13 @@ mod tests {
             attributable(named(PrincipalSource::BasicAuth), &failed_login),
             None
         );
-        let blocked = AuthDecision {
-            verdict: Verdict::Deny as i32,
-            mechanism: Mechanism::WardenDenyList as i32,
-            deny_kind: DenyKind::Blocked as i32,
-            ..Default::default()
+        let blocked = DecisionView {
+            verdict: Verdict::Deny,
+            mechanism: Mechanism::WardenDenyList,
+            deny_kind: DenyKind::Blocked,
+            reason: "",
+            policy: "",
+            warden_decision_id: 1,
         };
         assert_eq!(
             attributable(named(PrincipalSource::BasicAuth), &blocked),

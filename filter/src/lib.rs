@@ -2,33 +2,32 @@
 //! `AccessRecord`, ships them in batches to the collector over gRPC, and enforces the deny list
 //! the collector pushes.
 //!
-//! The logic lives in plain modules tested on the host ([`config`], [`record`], [`batch`],
-//! [`denylist`], [`identity`], [`response_flags`]); [`host`], [`root_context`] and
-//! [`http_context`] adapt it to proxy-wasm and are kept thin.
+//! The logic lives in plain modules tested on the host: configuration ([`config`]), what a
+//! request costs Envoy to describe ([`attributes`], [`headers`]), the record and its encoding
+//! ([`record`], [`request`], [`identity`], [`response_flags`]), batching ([`batch`]), the deny
+//! list, its stream and its reply ([`denylist`], [`subscribe`], [`deny_reply`]), counters
+//! ([`metrics`]) and the VM's callbacks ([`vm`]). They reach Envoy only through the
+//! [`host::Host`] trait; `abi.rs` implements it over the proxy-wasm ABI and exports the
+//! callbacks, and is the only code compiled for wasm32 alone.
 
+pub mod attributes;
 pub mod batch;
 pub mod config;
+pub mod deny_reply;
 pub mod denylist;
-pub mod http_context;
-pub mod identity;
-pub mod record;
-pub mod response_flags;
-pub mod root_context;
-
+pub mod headers;
 pub mod host;
+pub mod identity;
+pub mod metrics;
+pub mod record;
+pub mod request;
+pub mod response_flags;
+pub mod subscribe;
+pub mod vm;
+
+#[cfg(target_arch = "wasm32")]
+mod abi;
+#[cfg(test)]
+mod fake_host;
 
 pub use warden_proto::pb;
-
-/// The entry point Envoy calls when the VM starts (`_initialize`). Registering the root context
-/// is all it does; `set_log_level` also installs the SDK's panic hook, which logs a panic at
-/// critical level (a panic is still a bug: it aborts the VM, and `failure_policy: FAIL_OPEN`
-/// lets traffic pass).
-#[allow(missing_docs)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(crate::root_context::WardenRoot::new())
-        });
-    }}
-}

@@ -1,13 +1,21 @@
-//! Builds an [`AccessRecord`] from plain request facts: redaction of the path and query string,
-//! header capture, and the size bounds (per header value, per encoded record).
+//! One request's record: redaction of the path and query string, the bounds on each value, and
+//! the protobuf encoding of `warden.v1.AccessRecord` written **straight into the pending
+//! batch's bytes**, from values borrowed from Envoy's buffers.
 //!
-//! Nothing here talks to Envoy; the glue in `http_context.rs` gathers [`RequestFacts`] from
-//! attributes and headers, so every rule below is tested on the host.
+//! Building a prost `AccessRecord` costs an allocation per string field, then encoding copies
+//! every field again, and the old shipper cloned each record once more per dispatch. Here a
+//! record is encoded once, when the request completes, and its bytes are what goes on the wire
+//! (retries included). A record over `max_record_bytes` (rare: bounds on each value keep typical
+//! records far below it) takes the slow path: an owned `AccessRecord`, truncated field by field.
+
+use std::borrow::Cow;
 
 use prost::Message;
-use warden_proto::pb::{AccessRecord, AuthDecision, Principal};
+use prost::encoding::{encode_varint, encoded_len_varint};
+use warden_proto::pb::{AccessRecord, Principal};
 
 use crate::config::{QueryStringMode, RecordConfig};
+use crate::identity::DecisionView;
 
 /// The replacement for a redacted query value.
 pub const REDACTED: &str = "REDACTED";
@@ -53,168 +61,97 @@ pub fn is_secret_header(name: &str) -> bool {
     SECRET_HEADERS.contains(&name)
 }
 
+/// Whether a query parameter name is a well-known secret, compared case-insensitively with
+/// `%5F` read as `_` (without allocating: this runs for every parameter of every request).
 fn is_secret_param(name: &str) -> bool {
-    SECRET_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(name))
+    let decoded = || {
+        let mut bytes = name.bytes();
+        std::iter::from_fn(move || {
+            let b = bytes.next()?;
+            if b == b'%' {
+                let mut ahead = bytes.clone();
+                if ahead.next() == Some(b'5') && matches!(ahead.next(), Some(b'F' | b'f')) {
+                    bytes = ahead;
+                    return Some(b'_');
+                }
+            }
+            Some(b.to_ascii_lowercase())
+        })
+    };
+    SECRET_PARAMS.iter().any(|p| p.bytes().eq(decoded()))
 }
 
-/// What Envoy told the filter about one completed request, before any redaction or bounding.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RequestFacts {
-    /// `request.time`, ms since the epoch.
-    pub time_ms: i64,
-    /// `request.id`.
-    pub request_id: String,
-    /// IP part of `source.address`.
-    pub client_address: String,
-    /// `source.port`.
-    pub client_port: u32,
-    /// `connection.requested_server_name`.
-    pub tls_sni: String,
-    /// `connection.tls_version`.
-    pub tls_version: String,
-    /// `request.host`.
-    pub authority: String,
-    /// `request.method`.
-    pub method: String,
-    /// `request.path`, with its query string.
-    pub path: String,
-    /// `request.protocol`.
-    pub protocol: String,
-    /// `response.code`, 0 when no response was sent.
-    pub status: u32,
-    /// `response.code_details`.
-    pub response_code_details: String,
-    /// `response.flags` bitmask.
-    pub response_flags: u64,
-    /// `xds.route_name`.
-    pub route_name: String,
-    /// `xds.cluster_name`.
-    pub upstream_cluster: String,
-    /// `upstream.address`.
-    pub upstream_host: String,
-    /// `request.duration`, µs.
-    pub duration_us: u64,
-    /// `request.total_size`.
-    pub request_bytes: u64,
-    /// `response.total_size`.
-    pub response_bytes: u64,
-    /// `request.useragent`.
-    pub user_agent: String,
-    /// Request headers, lower-case names (only those the record may use need be present).
-    pub headers: Vec<(String, String)>,
+/// Header values may hold any byte (HTTP allows obs-text 0x80-0xFF) but record fields are
+/// protobuf strings: invalid UTF-8 is replaced, valid text is borrowed as is.
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
-impl RequestFacts {
-    /// First value of a request header (name in lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Cuts `s` to at most `max` bytes on a character boundary.
-pub fn truncate_utf8(s: &mut String, max: usize) {
+/// `s` cut to at most `max` bytes on a character boundary (borrowed, no copy).
+pub fn bounded(s: &str, max: usize) -> &str {
     if s.len() <= max {
-        return;
+        return s;
     }
     let mut end = max;
     while end > 0 && !s.is_char_boundary(end) {
         end -= 1;
     }
-    s.truncate(end);
+    s.get(..end).unwrap_or_default()
 }
 
-fn bounded(s: &str, max: usize) -> String {
-    let mut s = s.to_string();
-    truncate_utf8(&mut s, max);
-    s
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    let keep = bounded(s, max).len();
+    s.truncate(keep);
 }
 
-/// Builds the record (sequence 0: the shipper numbers it) and bounds each header-derived value.
-pub fn build(
-    facts: &RequestFacts,
-    config: &RecordConfig,
-    principal: Option<Principal>,
-    decision: Option<AuthDecision>,
-) -> AccessRecord {
-    let max = config.max_header_bytes;
-    let mut captured = std::collections::HashMap::new();
-    for name in &config.captured_headers {
-        if is_secret_header(name) {
-            continue;
-        }
-        if let Some(v) = facts.header(name) {
-            captured.insert(name.clone(), bounded(v, max));
-        }
-    }
-    AccessRecord {
-        sequence: 0,
-        time_ms: facts.time_ms,
-        request_id: bounded(&facts.request_id, max),
-        client_address: facts.client_address.clone(),
-        client_port: facts.client_port,
-        x_forwarded_for: bounded(facts.header("x-forwarded-for").unwrap_or(""), max),
-        tls_sni: bounded(&facts.tls_sni, max),
-        tls_version: facts.tls_version.clone(),
-        authority: bounded(&facts.authority, max),
-        method: bounded(&facts.method, max),
-        path: bounded(&redact_path(&facts.path, config), max),
-        protocol: facts.protocol.clone(),
-        status: facts.status,
-        response_code_details: bounded(&facts.response_code_details, max),
-        response_flags: crate::response_flags::short_names(facts.response_flags),
-        route_name: facts.route_name.clone(),
-        upstream_cluster: facts.upstream_cluster.clone(),
-        upstream_host: facts.upstream_host.clone(),
-        duration_us: facts.duration_us,
-        request_bytes: facts.request_bytes,
-        response_bytes: facts.response_bytes,
-        user_agent: bounded(&facts.user_agent, max),
-        principal,
-        decision,
-        captured_headers: captured,
-    }
-}
-
-/// Applies the path scrub patterns and the query-string mode.
-pub fn redact_path(path: &str, config: &RecordConfig) -> String {
+/// The path with scrub patterns and the query-string mode applied. Borrowed when nothing
+/// changes (no query string, no pattern matched); otherwise written into `scratch`, which the
+/// caller reuses across requests.
+pub fn redact_path<'a>(path: &'a str, config: &RecordConfig, scratch: &'a mut String) -> &'a str {
     let (p, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    let mut out = scrub_path(p, &config.path_scrub_patterns);
+    let scrubbed = scrub_path(p, &config.path_scrub_patterns);
+    if scrubbed.is_none() && query.is_none() {
+        return path;
+    }
+    scratch.clear();
+    scratch.push_str(scrubbed.as_deref().unwrap_or(p));
     let Some(query) = query else {
-        return out;
+        return scratch;
     };
     if config.query_string == QueryStringMode::Drop {
-        return out;
+        return scratch;
     }
-    out.push('?');
+    scratch.push('?');
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
-            out.push('&');
+            scratch.push('&');
         }
         let Some((name, value)) = pair.split_once('=') else {
-            out.push_str(pair);
+            scratch.push_str(pair);
             continue;
         };
-        let decoded = name.replace("%5F", "_").replace("%5f", "_");
-        let keep = !is_secret_param(&decoded)
+        let keep = !is_secret_param(name)
             && match config.query_string {
                 QueryStringMode::Keep => true,
                 _ => config.kept_query_params.iter().any(|k| k == name),
             };
-        out.push_str(name);
-        out.push('=');
-        out.push_str(if keep { value } else { REDACTED });
+        scratch.push_str(name);
+        scratch.push('=');
+        scratch.push_str(if keep { value } else { REDACTED });
     }
-    out
+    scratch
 }
 
-/// Replaces `{name}` segments of the first matching pattern.
-fn scrub_path(path: &str, patterns: &[String]) -> String {
+/// The path with `{name}` segments of the first matching pattern replaced; `None` when no
+/// pattern matches.
+fn scrub_path(path: &str, patterns: &[String]) -> Option<String> {
+    if patterns.is_empty() {
+        return None;
+    }
     let segments: Vec<&str> = path.split('/').collect();
     'patterns: for pattern in patterns {
         let pat: Vec<&str> = pattern.split('/').collect();
@@ -237,9 +174,252 @@ fn scrub_path(path: &str, patterns: &[String]) -> String {
                 _ => *s,
             })
             .collect();
-        return out.join("/");
+        return Some(out.join("/"));
     }
-    path.to_string()
+    None
+}
+
+/// A record's values, bounded and redacted, borrowed from Envoy's buffers.
+#[derive(Debug, Clone, Default)]
+pub struct RecordView<'a> {
+    /// Request start, ms since the epoch.
+    pub time_ms: i64,
+    /// `x-request-id`.
+    pub request_id: &'a str,
+    /// The client IP as Envoy resolved it.
+    pub client_address: &'a str,
+    /// The client port.
+    pub client_port: u32,
+    /// The raw `x-forwarded-for`, bounded.
+    pub x_forwarded_for: &'a str,
+    /// SNI.
+    pub tls_sni: &'a str,
+    /// TLS version (empty on plaintext).
+    pub tls_version: &'a str,
+    /// `:authority`.
+    pub authority: &'a str,
+    /// `:method`.
+    pub method: &'a str,
+    /// The redacted path.
+    pub path: &'a str,
+    /// `HTTP/1.1`, `HTTP/2`, ...
+    pub protocol: &'a str,
+    /// Response status (0: none).
+    pub status: u32,
+    /// `response.code_details`.
+    pub response_code_details: &'a str,
+    /// `response.flags` bitmask (written as short names).
+    pub response_flags: u64,
+    /// `xds.route_name`.
+    pub route_name: &'a str,
+    /// `xds.cluster_name`.
+    pub upstream_cluster: &'a str,
+    /// `upstream.address`.
+    pub upstream_host: &'a str,
+    /// Duration, µs.
+    pub duration_us: u64,
+    /// Request bytes.
+    pub request_bytes: u64,
+    /// Response bytes.
+    pub response_bytes: u64,
+    /// `user-agent`, bounded.
+    pub user_agent: &'a str,
+    /// Who the client was, when a mechanism established it.
+    pub principal: Option<&'a Principal>,
+    /// How the request was decided.
+    pub decision: Option<DecisionView<'a>>,
+    /// Captured headers (name, bounded value), secrets never among them.
+    pub captured: &'a [(&'a str, Cow<'a, str>)],
+}
+
+/// Where encoded bytes go: a buffer, or a counter that measures a nested message's length.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+    fn varint(&mut self, value: u64);
+    /// The fields of an already-built prost message.
+    fn message(&mut self, message: &impl Message);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn varint(&mut self, value: u64) {
+        encode_varint(value, self);
+    }
+    fn message(&mut self, message: &impl Message) {
+        message.encode_raw(self);
+    }
+}
+
+/// Counts bytes instead of writing them.
+struct Measure(usize);
+
+impl Sink for Measure {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+    fn varint(&mut self, value: u64) {
+        self.0 += encoded_len_varint(value);
+    }
+    fn message(&mut self, message: &impl Message) {
+        self.0 += message.encoded_len();
+    }
+}
+
+const VARINT: u64 = 0;
+const LEN: u64 = 2;
+
+fn key(s: &mut impl Sink, tag: u64, wire_type: u64) {
+    s.varint((tag << 3) | wire_type);
+}
+
+fn text_field(s: &mut impl Sink, tag: u64, value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    key(s, tag, LEN);
+    s.varint(value.len() as u64);
+    s.put(value.as_bytes());
+}
+
+fn varint_field(s: &mut impl Sink, tag: u64, value: u64) {
+    if value == 0 {
+        return;
+    }
+    key(s, tag, VARINT);
+    s.varint(value);
+}
+
+/// A message encoded field by field into any [`Sink`].
+trait Encode {
+    fn encode_to(&self, s: &mut impl Sink);
+
+    fn len(&self) -> usize {
+        let mut m = Measure(0);
+        self.encode_to(&mut m);
+        m.0
+    }
+}
+
+fn message_field(s: &mut impl Sink, tag: u64, message: &impl Encode) {
+    key(s, tag, LEN);
+    s.varint(message.len() as u64);
+    message.encode_to(s);
+}
+
+impl Encode for DecisionView<'_> {
+    fn encode_to(&self, s: &mut impl Sink) {
+        varint_field(s, 1, self.verdict as u64);
+        varint_field(s, 2, self.mechanism as u64);
+        varint_field(s, 3, self.deny_kind as u64);
+        text_field(s, 4, self.reason);
+        text_field(s, 5, self.policy);
+        varint_field(s, 6, self.warden_decision_id);
+    }
+}
+
+/// A `map<string, string>` entry.
+struct Entry<'a>(&'a str, &'a str);
+
+impl Encode for Entry<'_> {
+    fn encode_to(&self, s: &mut impl Sink) {
+        text_field(s, 1, self.0);
+        text_field(s, 2, self.1);
+    }
+}
+
+/// An already-built prost message (the principal).
+struct Prost<'a, M>(&'a M);
+
+impl<M: Message> Encode for Prost<'_, M> {
+    fn encode_to(&self, s: &mut impl Sink) {
+        s.message(self.0);
+    }
+
+    fn len(&self) -> usize {
+        self.0.encoded_len()
+    }
+}
+
+/// The record's fields in tag order, `sequence` included.
+struct Numbered<'a, 'b>(&'b RecordView<'a>, u64);
+
+impl Encode for Numbered<'_, '_> {
+    fn encode_to(&self, s: &mut impl Sink) {
+        let (r, sequence) = (self.0, self.1);
+        varint_field(s, 1, sequence);
+        varint_field(s, 2, r.time_ms as u64);
+        text_field(s, 3, r.request_id);
+        text_field(s, 4, r.client_address);
+        varint_field(s, 5, u64::from(r.client_port));
+        text_field(s, 6, r.x_forwarded_for);
+        text_field(s, 7, r.tls_sni);
+        text_field(s, 8, r.tls_version);
+        text_field(s, 9, r.authority);
+        text_field(s, 10, r.method);
+        text_field(s, 11, r.path);
+        text_field(s, 12, r.protocol);
+        varint_field(s, 13, u64::from(r.status));
+        text_field(s, 14, r.response_code_details);
+        if r.response_flags != 0 {
+            text_field(s, 15, &crate::response_flags::short_names(r.response_flags));
+        }
+        text_field(s, 16, r.route_name);
+        text_field(s, 17, r.upstream_cluster);
+        text_field(s, 18, r.upstream_host);
+        varint_field(s, 19, r.duration_us);
+        varint_field(s, 20, r.request_bytes);
+        varint_field(s, 21, r.response_bytes);
+        text_field(s, 22, r.user_agent);
+        if let Some(p) = r.principal {
+            message_field(s, 23, &Prost(p));
+        }
+        if let Some(d) = &r.decision {
+            message_field(s, 24, d);
+        }
+        for (name, value) in r.captured {
+            message_field(s, 25, &Entry(name, value));
+        }
+    }
+}
+
+/// The `records` field number of `ExportRequest`.
+pub const EXPORT_RECORDS_TAG: u64 = 2;
+
+impl RecordView<'_> {
+    /// The encoded size of the record with `sequence`.
+    pub fn encoded_len(&self, sequence: u64) -> usize {
+        Numbered(self, sequence).len()
+    }
+
+    /// Appends the record as one `ExportRequest.records` element (tag, length, message) to
+    /// `out`; returns the bytes written. A record over `max_record_bytes` is truncated first
+    /// (see the module docs).
+    pub fn encode_into(&self, sequence: u64, max_record_bytes: usize, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        let numbered = Numbered(self, sequence);
+        let len = numbered.len();
+        if len <= max_record_bytes {
+            key(out, EXPORT_RECORDS_TAG, LEN);
+            out.varint(len as u64);
+            numbered.encode_to(out);
+        } else {
+            let mut record = self.to_owned_record(sequence);
+            bound_record(&mut record, max_record_bytes);
+            key(out, EXPORT_RECORDS_TAG, LEN);
+            out.varint(record.encoded_len() as u64);
+            record.encode_raw(out);
+        }
+        out.len() - start
+    }
+
+    /// The same record as an owned prost message.
+    pub fn to_owned_record(&self, sequence: u64) -> AccessRecord {
+        let mut bytes = Vec::new();
+        Numbered(self, sequence).encode_to(&mut bytes);
+        AccessRecord::decode(bytes.as_slice()).unwrap_or_default()
+    }
 }
 
 /// Truncates the longest strings of the record until its encoding fits in `max` bytes.
@@ -306,37 +486,21 @@ fn longest_string(r: &mut AccessRecord) -> Option<&mut String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_proto::pb::{
+        AuthDecision, DenyKind, ExportRequest, Mechanism, PrincipalSource, Verdict,
+    };
 
-    fn facts() -> RequestFacts {
-        RequestFacts {
-            time_ms: 1_700_000_000_000,
-            request_id: "rid".into(),
-            client_address: "127.0.0.9".into(),
-            client_port: 5555,
-            authority: "example.test".into(),
-            method: "GET".into(),
-            path: "/a/b?x=1&token=abc&page=2&flag".into(),
-            protocol: "HTTP/1.1".into(),
-            status: 503,
-            response_flags: (1 << 5) | (1 << 15),
-            headers: vec![
-                ("x-forwarded-for".into(), "1.2.3.4".into()),
-                ("authorization".into(), "Bearer secret".into()),
-                ("cookie".into(), "s=1".into()),
-                ("x-tenant".into(), "acme".into()),
-            ],
-            ..Default::default()
-        }
+    fn redact(path: &str, config: &RecordConfig) -> String {
+        let mut scratch = String::new();
+        redact_path(path, config, &mut scratch).to_string()
     }
 
     #[test]
-    fn builds_a_record_with_redacted_query_and_flags() {
-        let r = build(&facts(), &RecordConfig::default(), None, None);
-        assert_eq!(r.client_address, "127.0.0.9");
-        assert_eq!(r.x_forwarded_for, "1.2.3.4");
-        assert_eq!(r.response_flags, "UF,URX");
-        assert_eq!(r.path, "/a/b?x=REDACTED&token=REDACTED&page=REDACTED&flag");
-        assert!(r.captured_headers.is_empty());
+    fn the_query_string_is_redacted_by_default_valueless_parameters_kept() {
+        assert_eq!(
+            redact("/a/b?x=1&token=abc&page=2&flag", &RecordConfig::default()),
+            "/a/b?x=REDACTED&token=REDACTED&page=REDACTED&flag"
+        );
     }
 
     #[test]
@@ -346,7 +510,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            redact_path("/p?page=2&token=t&TOKEN=u", &cfg),
+            redact("/p?page=2&token=t&TOKEN=u", &cfg),
             "/p?page=2&token=REDACTED&TOKEN=REDACTED"
         );
         let keep = RecordConfig {
@@ -354,26 +518,23 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            redact_path("/p?q=x&api%5Fkey=k&sig=s", &keep),
+            redact("/p?q=x&api%5Fkey=k&sig=s", &keep),
             "/p?q=x&api%5Fkey=REDACTED&sig=REDACTED"
         );
         let drop = RecordConfig {
             query_string: QueryStringMode::Drop,
             ..Default::default()
         };
-        assert_eq!(redact_path("/p?q=x", &drop), "/p");
-        assert_eq!(redact_path("/p", &drop), "/p");
+        assert_eq!(redact("/p?q=x", &drop), "/p");
+        assert_eq!(redact("/p", &drop), "/p");
     }
 
     #[test]
-    fn captured_headers_never_include_secrets() {
-        let cfg = RecordConfig {
-            captured_headers: vec!["x-tenant".into(), "authorization".into(), "cookie".into()],
-            ..Default::default()
-        };
-        let r = build(&facts(), &cfg, None, None);
-        assert_eq!(r.captured_headers.len(), 1);
-        assert_eq!(r.captured_headers["x-tenant"], "acme");
+    fn a_path_without_query_or_pattern_is_borrowed() {
+        let mut scratch = String::new();
+        let path = "/plain/path";
+        let out = redact_path(path, &RecordConfig::default(), &mut scratch);
+        assert!(std::ptr::eq(out, path));
     }
 
     #[test]
@@ -382,39 +543,154 @@ mod tests {
             path_scrub_patterns: vec!["/reset/{token}".into(), "/users/{id}/**".into()],
             ..Default::default()
         };
-        assert_eq!(redact_path("/reset/abcdef", &cfg), "/reset/{token}");
-        assert_eq!(
-            redact_path("/users/42/orders/7", &cfg),
-            "/users/{id}/orders/7"
-        );
-        assert_eq!(redact_path("/other/42", &cfg), "/other/42");
-        assert_eq!(redact_path("/reset/a/b", &cfg), "/reset/a/b");
+        assert_eq!(redact("/reset/abcdef", &cfg), "/reset/{token}");
+        assert_eq!(redact("/users/42/orders/7", &cfg), "/users/{id}/orders/7");
+        assert_eq!(redact("/other/42", &cfg), "/other/42");
+        assert_eq!(redact("/reset/a/b", &cfg), "/reset/a/b");
+        assert_eq!(redact("/reset/abc?x=1", &cfg), "/reset/{token}?x=REDACTED");
     }
 
     #[test]
-    fn header_values_are_bounded_on_char_boundaries() {
-        let mut f = facts();
-        f.user_agent = "é".repeat(100);
-        let cfg = RecordConfig {
-            max_header_bytes: 17,
+    fn secret_parameters_match_case_insensitively_and_through_percent_5f() {
+        assert!(is_secret_param("TOKEN"));
+        assert!(is_secret_param("api%5Fkey"));
+        assert!(is_secret_param("Client%5fSecret"));
+        assert!(!is_secret_param("api%5key"));
+        assert!(!is_secret_param("page"));
+        assert!(!is_secret_param("tokens"));
+    }
+
+    #[test]
+    fn values_are_bounded_on_char_boundaries() {
+        let s = "é".repeat(100);
+        assert_eq!(bounded(&s, 17).len(), 16);
+        assert_eq!(bounded("abc", 10), "abc");
+        assert_eq!(text(b"a\xffb"), "a\u{fffd}b");
+    }
+
+    fn principal() -> Principal {
+        Principal {
+            source: PrincipalSource::Jwt as i32,
+            name: "alice".into(),
+            issuer: "https://idp".into(),
+            audiences: vec!["a".into()],
+            claims: [("email".to_string(), "a@x".to_string())].into(),
             ..Default::default()
-        };
-        let r = build(&f, &cfg, None, None);
-        assert_eq!(r.user_agent.len(), 16);
+        }
+    }
+
+    fn view<'a>(p: &'a Principal, captured: &'a [(&'a str, Cow<'a, str>)]) -> RecordView<'a> {
+        RecordView {
+            time_ms: 1_700_000_000_123,
+            request_id: "rid",
+            client_address: "127.0.0.9",
+            client_port: 5555,
+            x_forwarded_for: "1.2.3.4",
+            tls_sni: "shop.test",
+            tls_version: "TLSv1.3",
+            authority: "shop.test",
+            method: "GET",
+            path: "/a?x=REDACTED",
+            protocol: "HTTP/1.1",
+            status: 503,
+            response_code_details: "upstream_reset",
+            response_flags: (1 << 5) | (1 << 15),
+            route_name: "app",
+            upstream_cluster: "upstream",
+            upstream_host: "127.0.0.1:8080",
+            duration_us: 1234,
+            request_bytes: 80,
+            response_bytes: 300,
+            user_agent: "curl",
+            principal: Some(p),
+            decision: Some(DecisionView {
+                verdict: Verdict::Deny,
+                mechanism: Mechanism::Rbac,
+                deny_kind: DenyKind::Authorization,
+                reason: "rbac_access_denied_matched_policy[p]",
+                policy: "p",
+                warden_decision_id: 0,
+            }),
+            captured,
+        }
     }
 
     #[test]
-    fn records_are_bounded_in_encoded_size() {
-        let mut r = build(&facts(), &RecordConfig::default(), None, None);
-        r.user_agent = "u".repeat(40_000);
-        r.path = "p".repeat(30_000);
-        r.captured_headers.insert("x".into(), "v".repeat(20_000));
-        bound_record(&mut r, 16 * 1024);
+    fn the_direct_encoding_is_the_protobuf_encoding() {
+        let p = principal();
+        let captured = [("x-tenant", Cow::Borrowed("acme"))];
+        let v = view(&p, &captured);
+        let mut out = Vec::new();
+        let written = v.encode_into(7, 16 * 1024, &mut out);
+        assert_eq!(written, out.len());
+        let batch = ExportRequest::decode(out.as_slice()).unwrap();
+        let r = &batch.records[0];
+        let expected = AccessRecord {
+            sequence: 7,
+            time_ms: 1_700_000_000_123,
+            request_id: "rid".into(),
+            client_address: "127.0.0.9".into(),
+            client_port: 5555,
+            x_forwarded_for: "1.2.3.4".into(),
+            tls_sni: "shop.test".into(),
+            tls_version: "TLSv1.3".into(),
+            authority: "shop.test".into(),
+            method: "GET".into(),
+            path: "/a?x=REDACTED".into(),
+            protocol: "HTTP/1.1".into(),
+            status: 503,
+            response_code_details: "upstream_reset".into(),
+            response_flags: "UF,URX".into(),
+            route_name: "app".into(),
+            upstream_cluster: "upstream".into(),
+            upstream_host: "127.0.0.1:8080".into(),
+            duration_us: 1234,
+            request_bytes: 80,
+            response_bytes: 300,
+            user_agent: "curl".into(),
+            principal: Some(p.clone()),
+            decision: Some(AuthDecision {
+                verdict: Verdict::Deny as i32,
+                mechanism: Mechanism::Rbac as i32,
+                deny_kind: DenyKind::Authorization as i32,
+                reason: "rbac_access_denied_matched_policy[p]".into(),
+                policy: "p".into(),
+                warden_decision_id: 0,
+            }),
+            captured_headers: [("x-tenant".to_string(), "acme".to_string())].into(),
+        };
+        assert_eq!(r, &expected);
+        assert_eq!(v.encoded_len(7), expected.encoded_len());
+    }
+
+    #[test]
+    fn an_oversized_record_is_truncated_to_fit() {
+        let p = principal();
+        let long = "u".repeat(40_000);
+        let path = "p".repeat(30_000);
+        let captured = [("x", Cow::Owned("v".repeat(20_000)))];
+        let mut v = view(&p, &captured);
+        v.user_agent = &long;
+        v.path = &path;
+        let mut out = Vec::new();
+        v.encode_into(1, 16 * 1024, &mut out);
+        let r = &ExportRequest::decode(out.as_slice()).unwrap().records[0];
         assert!(r.encoded_len() <= 16 * 1024, "{}", r.encoded_len());
         assert_eq!(r.client_address, "127.0.0.9");
-        let mut small = build(&facts(), &RecordConfig::default(), None, None);
-        let before = small.clone();
-        bound_record(&mut small, 16 * 1024);
-        assert_eq!(small, before);
+        assert_eq!(r.sequence, 1);
+    }
+
+    #[test]
+    fn an_empty_view_encodes_only_its_sequence() {
+        let mut out = Vec::new();
+        RecordView::default().encode_into(3, 1024, &mut out);
+        let r = &ExportRequest::decode(out.as_slice()).unwrap().records[0];
+        assert_eq!(
+            r,
+            &AccessRecord {
+                sequence: 3,
+                ..Default::default()
+            }
+        );
     }
 }

@@ -1,0 +1,627 @@
+//! The VM's callbacks against a fake Envoy: what each typical request costs in host calls,
+//! bytes and allocations (the regression guard timing cannot give), and how records, batches,
+//! the deny list and its stream behave end to end inside the VM.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use prost::Message;
+use warden_proto::pb::{
+    AccessRecord, Action, DenyKind, DenyListUpdate, ExportRequest, FilterMessage, ListEntry,
+    Mechanism, PrincipalSource, SnapshotChunk, deny_list_update, filter_message,
+};
+
+use super::*;
+use crate::attributes::{Attributes, Plan, Tls, encode_for_test};
+use crate::fake_host::{Counts, FakeHost, filter_allocations};
+
+/// Owned attribute values the fake Envoy evaluates expressions to.
+#[derive(Clone)]
+struct Values {
+    source: Vec<u8>,
+    status: u32,
+    details: Vec<u8>,
+    flags: u64,
+    upstream: Vec<u8>,
+    tls: Option<[Vec<u8>; 6]>,
+    metadata: Vec<u8>,
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Self {
+            source: b"127.0.0.9:40000".to_vec(),
+            status: 200,
+            details: b"via_upstream".to_vec(),
+            flags: 0,
+            upstream: b"127.0.0.1:8080".to_vec(),
+            tls: None,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+struct Setup {
+    host: FakeHost,
+    vm: Vm,
+    values: Rc<RefCell<Values>>,
+    /// Makes the fast expression fail (an attribute it does not guard is absent).
+    fail_fast: Rc<RefCell<bool>>,
+    /// Envoy's clock, ms.
+    clock_ms: u64,
+}
+
+fn evaluate(text: &str, v: &Values) -> Vec<u8> {
+    let plan = Plan::new(text.contains("metadata"));
+    let tls = v.tls.as_ref();
+    let t = |i: usize| tls.map_or(&b""[..], |t| t[i].as_slice());
+    let attrs = Attributes {
+        source_address: &v.source,
+        duration_ns: 2_500_000,
+        protocol: b"HTTP/1.1",
+        status: v.status,
+        code_details: &v.details,
+        response_flags: v.flags,
+        request_bytes: 120,
+        response_bytes: 456,
+        route_name: b"app",
+        cluster_name: b"upstream",
+        upstream_address: &v.upstream,
+        tls: Tls {
+            version: t(0),
+            sni: t(1),
+            uri_san: t(2),
+            dns_san: t(3),
+            subject: t(4),
+            digest: t(5),
+        },
+        metadata: &v.metadata,
+    };
+    encode_for_test(&plan, &attrs)
+}
+
+fn setup(config: &str) -> Setup {
+    let host = FakeHost::new();
+    host.set_configuration(config);
+    host.set_property("xds.node.id", b"node-a");
+    host.set_property("source.address", b"127.0.0.9:40000");
+    let values = Rc::new(RefCell::new(Values::default()));
+    let fail_fast = Rc::new(RefCell::new(false));
+    let (v, f) = (values.clone(), fail_fast.clone());
+    host.set_evaluator(move |text| {
+        if *f.borrow() && text.starts_with("has(upstream.address)") {
+            return Err(Status::INTERNAL_FAILURE);
+        }
+        Ok(evaluate(text, &v.borrow()))
+    });
+    host.set_request_headers(&[
+        (":authority", b"shop.test"),
+        (":path", b"/cart?item=3"),
+        (":method", b"GET"),
+        (":scheme", b"http"),
+        ("user-agent", b"curl/8"),
+        ("x-request-id", b"r-1"),
+        ("x-forwarded-for", b"127.0.0.9"),
+    ]);
+    let mut vm = Vm::new();
+    assert!(
+        vm.configure(&host, config.len()),
+        "{:?}",
+        host.logs.borrow()
+    );
+    Setup {
+        host,
+        vm,
+        values,
+        fail_fast,
+        clock_ms: 1_700_000_000_000,
+    }
+}
+
+/// Records shipped so far: ticks past the flush interval and acknowledges every call.
+fn shipped(s: &mut Setup) -> Vec<AccessRecord> {
+    advance(s, 10_000);
+    s.vm.tick(&s.host);
+    let calls: Vec<_> = s.host.calls.borrow_mut().drain(..).collect();
+    let mut records = Vec::new();
+    for call in calls {
+        assert_eq!(
+            (call.service.as_str(), call.method.as_str()),
+            (AUDIT_SERVICE, "Export")
+        );
+        records.extend(
+            ExportRequest::decode(call.message.as_slice())
+                .unwrap()
+                .records,
+        );
+        s.vm.grpc_receive(&s.host, call.token, 2);
+    }
+    records
+}
+
+/// Moves Envoy's clock on.
+fn advance(s: &mut Setup, ms: u64) {
+    s.clock_ms += ms;
+    s.host.set_now_ms(s.clock_ms);
+}
+
+/// One request through both callbacks; returns the host counts and filter allocations.
+fn request(s: &mut Setup, context: u32) -> (Counts, u64) {
+    s.host.reset_counts();
+    let ((), allocations) = filter_allocations(|| {
+        // Envoy logs every request, answered by Warden (PAUSE) or not.
+        s.vm.request_headers(&s.host, context);
+        s.vm.log(&s.host, context);
+    });
+    (s.host.counts(), allocations)
+}
+
+fn methods(c: &Counts) -> Vec<(&'static str, u64)> {
+    c.by_method.iter().map(|(k, v)| (*k, *v)).collect()
+}
+
+fn ban(s: &mut Setup, last_octet: u8, action: Action, expires_at_ms: i64) {
+    s.vm.tick(&s.host);
+    let token = s
+        .host
+        .streams
+        .borrow()
+        .last()
+        .map(|(t, _, _)| *t)
+        .expect("Subscribe opened on the tick");
+    let update = DenyListUpdate {
+        update: Some(deny_list_update::Update::Snapshot(SnapshotChunk {
+            version: 5,
+            first: true,
+            last: true,
+            entries: vec![ListEntry {
+                address: vec![127, 0, 0, last_octet],
+                prefix_len: 32,
+                action: action as i32,
+                expires_at_ms,
+                decision_id: 42,
+                reason: "credential stuffing".into(),
+                origin: "rule:login".into(),
+            }],
+        })),
+    }
+    .encode_to_vec();
+    s.host.set_grpc_message(&update);
+    s.vm.grpc_receive(&s.host, token, update.len());
+}
+
+/// Warms the shipper's buffers so that allocation counts show the steady state.
+fn warm(s: &mut Setup) {
+    for i in 0..3 {
+        request(s, 1000 + i);
+    }
+    shipped(s);
+    for i in 0..3 {
+        request(s, 2000 + i);
+    }
+}
+
+#[test]
+fn a_plain_request_costs_three_host_calls_two_returning_data_and_no_allocation() {
+    let mut s = setup("{}");
+    assert_eq!(s.host.tick_ms(), TICK_MS);
+    assert_eq!(
+        s.host.expressions().len(),
+        2,
+        "compiled once, at configuration"
+    );
+    warm(&mut s);
+    let (counts, allocations) = request(&mut s, 7);
+    assert_eq!(
+        methods(&counts),
+        vec![("call_foreign", 1), ("header_pairs", 1), ("now_ns", 1)],
+        "request headers: nothing (empty deny list); log: headers, attributes, clock"
+    );
+    assert_eq!(counts.returning_calls, 2);
+    assert!(
+        counts.bytes_in < 1024,
+        "{} bytes copied in",
+        counts.bytes_in
+    );
+    assert_eq!(
+        allocations, 0,
+        "a plain request allocates nothing in the filter"
+    );
+    let records = shipped(&mut s);
+    let r = records.last().unwrap();
+    assert_eq!(r.client_address, "127.0.0.9");
+    assert_eq!(r.client_port, 40000);
+    assert_eq!(r.authority, "shop.test");
+    assert_eq!(r.path, "/cart?item=REDACTED");
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.user_agent, "curl/8");
+    assert_eq!(r.request_id, "r-1");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_host, "127.0.0.1:8080");
+    assert_eq!(r.duration_us, 2500);
+    assert_eq!(r.time_ms, 1_700_000_010_000 - 3, "start = now - duration");
+    assert_eq!((r.request_bytes, r.response_bytes), (120, 456));
+    assert_eq!(r.route_name, "app");
+    assert!(r.principal.is_none());
+}
+
+#[test]
+fn with_a_deny_list_a_plain_request_adds_one_call_for_the_client_address() {
+    let mut s = setup("{}");
+    ban(&mut s, 200, Action::Deny, 0);
+    warm(&mut s);
+    let (counts, allocations) = request(&mut s, 7);
+    assert_eq!(
+        methods(&counts),
+        vec![
+            ("call_foreign", 1),
+            ("header_pairs", 1),
+            ("now_ns", 1),
+            ("property", 1)
+        ]
+    );
+    assert_eq!(counts.returning_calls, 3);
+    assert_eq!(allocations, 0);
+}
+
+#[test]
+fn a_blocked_request_costs_less_than_an_allowed_one_and_allocates_nothing() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    warm(&mut s);
+    let (counts, allocations) = request(&mut s, 7);
+    assert_eq!(
+        methods(&counts),
+        vec![
+            ("header_pairs", 1),
+            ("now_ns", 1),
+            ("property", 1),
+            ("send_local_response", 1)
+        ],
+        "no attribute list: the request never reached a filter or an upstream"
+    );
+    assert_eq!(counts.returning_calls, 2);
+    assert_eq!(allocations, 0, "refusing an attacker allocates nothing");
+    let reply = s.host.replies.borrow().last().cloned().unwrap();
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.body, b"Forbidden by Warden\n");
+    let records = shipped(&mut s);
+    let r = records.last().unwrap();
+    let d = r.decision.as_ref().unwrap();
+    assert_eq!(d.mechanism, Mechanism::WardenDenyList as i32);
+    assert_eq!(d.deny_kind, DenyKind::Blocked as i32);
+    assert_eq!(d.reason, "credential stuffing");
+    assert_eq!(d.policy, "rule:login");
+    assert_eq!(d.warden_decision_id, 42);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.path, "/cart?item=REDACTED");
+    assert_eq!(r.upstream_host, "");
+    assert!(r.principal.is_none());
+    s.vm.tick(&s.host);
+    assert!(s.host.metric("warden.requests_blocked") >= 1);
+}
+
+#[test]
+fn a_throttled_request_gets_429_with_the_seconds_left() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Throttle, 1_700_000_030_000);
+    advance(&mut s, 500);
+    assert_eq!(s.vm.request_headers(&s.host, 3), PAUSE);
+    let reply = s.host.replies.borrow().last().cloned().unwrap();
+    assert_eq!(reply.status, 429);
+    assert!(reply.headers.contains(&("retry-after".into(), "30".into())));
+    s.vm.log(&s.host, 3);
+    let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.decision.unwrap().deny_kind, DenyKind::Throttled as i32);
+}
+
+#[test]
+fn a_jwt_request_costs_the_same_calls_and_names_its_subject() {
+    use prost_types::{Struct, Value, value::Kind};
+    let mut s = setup("{}");
+    let claims = Struct {
+        fields: [("sub", "alice"), ("iss", "https://idp.test")]
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    Value {
+                        kind: Some(Kind::StringValue(v.into())),
+                    },
+                )
+            })
+            .collect(),
+    };
+    let ns = Struct {
+        fields: [(
+            "jwt_payload".to_string(),
+            Value {
+                kind: Some(Kind::StructValue(claims)),
+            },
+        )]
+        .into(),
+    };
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Metadata {
+        #[prost(map = "string, message", tag = "1")]
+        filter_metadata: std::collections::HashMap<String, Struct>,
+    }
+    s.values.borrow_mut().metadata = Metadata {
+        filter_metadata: [("envoy.filters.http.jwt_authn".to_string(), ns)].into(),
+    }
+    .encode_to_vec();
+    let (counts, _) = request(&mut s, 7);
+    assert_eq!(
+        methods(&counts),
+        vec![("call_foreign", 1), ("header_pairs", 1), ("now_ns", 1)],
+        "the claims come in the same attribute list"
+    );
+    let r = shipped(&mut s).pop().unwrap();
+    let p = r.principal.unwrap();
+    assert_eq!(p.source, PrincipalSource::Jwt as i32);
+    assert_eq!(p.name, "alice");
+    assert_eq!(r.decision.unwrap().mechanism, Mechanism::JwtAuthn as i32);
+}
+
+#[test]
+fn an_mtls_request_costs_the_same_calls_and_names_its_certificate() {
+    let mut s = setup("{}");
+    s.values.borrow_mut().tls = Some([
+        b"TLSv1.3".to_vec(),
+        b"shop.test".to_vec(),
+        b"spiffe://client".to_vec(),
+        b"".to_vec(),
+        b"CN=client".to_vec(),
+        b"abcd".to_vec(),
+    ]);
+    let (counts, _) = request(&mut s, 7);
+    assert_eq!(counts.calls, 3);
+    let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.tls_version, "TLSv1.3");
+    assert_eq!(r.tls_sni, "shop.test");
+    let p = r.principal.unwrap();
+    assert_eq!(p.source, PrincipalSource::Mtls as i32);
+    assert_eq!(p.name, "spiffe://client");
+    assert_eq!(p.cert_fingerprint, "abcd");
+}
+
+#[test]
+fn a_local_reply_that_lacks_attributes_reads_them_guarded() {
+    let mut s = setup("{}");
+    *s.fail_fast.borrow_mut() = true;
+    {
+        let mut v = s.values.borrow_mut();
+        v.status = 401;
+        v.details = b"jwt_authn_access_denied{Jwt is missing}".to_vec();
+        v.upstream = Vec::new();
+    }
+    let (counts, _) = request(&mut s, 7);
+    assert_eq!(
+        counts.by_method.get("call_foreign"),
+        Some(&2),
+        "the fast expression failed, the guarded one answered"
+    );
+    let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.status, 401);
+    let d = r.decision.unwrap();
+    assert_eq!(d.mechanism, Mechanism::JwtAuthn as i32);
+    assert_eq!(d.deny_kind, DenyKind::Authentication as i32);
+}
+
+#[test]
+fn without_cel_attributes_are_read_one_by_one_and_the_record_is_the_same() {
+    let host = FakeHost::new();
+    host.no_cel.set(true);
+    host.set_configuration("{}");
+    host.set_request_headers(&[(":path", b"/x"), (":method", b"GET")]);
+    host.set_property("source.address", b"10.1.2.3:5");
+    host.set_property("response.code", &200i64.to_le_bytes());
+    host.set_property("upstream.address", b"127.0.0.1:1");
+    let mut vm = Vm::new();
+    assert!(vm.configure(&host, 2));
+    assert!(host.logged("cannot evaluate CEL expressions"));
+    host.reset_counts();
+    vm.request_headers(&host, 1);
+    vm.log(&host, 1);
+    let c = host.counts();
+    assert_eq!(c.by_method.get("property"), Some(&(11 + 6 + 1)));
+    assert_eq!(vm.shipper().pending_len(), 1);
+}
+
+#[test]
+fn an_urgent_record_wakes_the_root_context_once_and_leaves_at_once() {
+    let mut s = setup("{}");
+    s.values.borrow_mut().status = 401;
+    let queue = format!("warden.wake.{}", s.vm.identity.instance_id);
+    request(&mut s, 1);
+    request(&mut s, 2);
+    assert_eq!(s.host.queued(&queue), 1, "one wake for both");
+    s.vm.queue_ready(&s.host, 0);
+    assert_eq!(
+        s.host.calls.borrow().len(),
+        1,
+        "dispatched without waiting for the tick"
+    );
+    assert_eq!(s.host.queued(&queue), 0);
+}
+
+#[test]
+fn a_full_batch_leaves_without_waiting_for_the_tick() {
+    let mut s = setup(r#"{"batch": {"max_records": 5}}"#);
+    for c in 0..5 {
+        request(&mut s, c);
+    }
+    s.vm.queue_ready(&s.host, 0);
+    let calls = s.host.calls.borrow();
+    assert_eq!(calls.len(), 1);
+    let req = ExportRequest::decode(calls[0].message.as_slice()).unwrap();
+    assert_eq!(req.records.len(), 5);
+    assert_eq!(req.filter.unwrap().node_id, "node-a");
+}
+
+#[test]
+fn export_outcomes_count_and_retry() {
+    let mut s = setup("{}");
+    request(&mut s, 1);
+    advance(&mut s, 10_000);
+    s.vm.tick(&s.host);
+    let token = s.host.calls.borrow()[0].token;
+    s.vm.grpc_close(&s.host, token, 14);
+    assert_eq!(
+        s.vm.shipper().pending_len(),
+        1,
+        "UNAVAILABLE: kept for a retry"
+    );
+    advance(&mut s, 1000);
+    s.vm.tick(&s.host);
+    let token = s.host.calls.borrow()[1].token;
+    assert_eq!(
+        s.host.calls.borrow()[0].message,
+        s.host.calls.borrow()[1].message,
+        "the retry sends the same bytes"
+    );
+    s.vm.grpc_close(&s.host, token, 3);
+    assert_eq!(s.vm.shipper().pending_len(), 0, "INVALID_ARGUMENT: dropped");
+    s.host.calls.borrow_mut().clear();
+    request(&mut s, 2);
+    assert_eq!(shipped(&mut s).len(), 1);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.records_sent"), 1);
+    assert_eq!(s.host.metric("warden.records_failed"), 1);
+    assert_eq!(s.host.metric("warden.records_rejected"), 1);
+}
+
+#[test]
+fn the_collector_token_goes_with_every_call() {
+    let mut s = setup(r#"{"collector": {"token": "s3cret"}}"#);
+    request(&mut s, 1);
+    advance(&mut s, 10_000);
+    s.vm.tick(&s.host);
+    let calls = s.host.calls.borrow();
+    assert_eq!(
+        calls[0].metadata,
+        vec![("authorization".to_string(), "Bearer s3cret".to_string())]
+    );
+}
+
+#[test]
+fn the_subscription_says_hello_acknowledges_and_updates_the_gauges() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    let messages = s.host.stream_messages.borrow();
+    let hello = FilterMessage::decode(messages[0].1.as_slice()).unwrap();
+    match hello.message {
+        Some(filter_message::Message::Subscribe(sub)) => {
+            assert_eq!(sub.known_version, 0);
+            assert_eq!(sub.filter.unwrap().node_id, "node-a");
+        }
+        other => panic!("{other:?}"),
+    }
+    let ack = FilterMessage::decode(messages[1].1.as_slice()).unwrap();
+    assert!(matches!(
+        ack.message,
+        Some(filter_message::Message::Ack(a)) if a.version == 5
+    ));
+    assert_eq!(s.host.metric("warden.denylist_version"), 5);
+    assert_eq!(s.host.metric("warden.denylist_entries"), 1);
+}
+
+#[test]
+fn a_closed_stream_reconnects_with_its_known_version() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    let token = s.host.streams.borrow()[0].0;
+    s.vm.grpc_close(&s.host, token, 14);
+    advance(&mut s, 10_000);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.streams.borrow().len(), 2);
+    let last = s.host.stream_messages.borrow().last().cloned().unwrap();
+    match FilterMessage::decode(last.1.as_slice()).unwrap().message {
+        Some(filter_message::Message::Subscribe(sub)) => assert_eq!(sub.known_version, 5),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.vm.request_headers(&s.host, 1),
+        PAUSE,
+        "the list stays in force"
+    );
+}
+
+#[test]
+fn an_ext_authz_identity_counts_only_when_envoy_set_it() {
+    let mut s = setup(r#"{"identity": {"ext_authz_user_header": "x-user"}}"#);
+    s.host
+        .set_request_headers(&[(":path", b"/"), ("x-user", b"mallory")]);
+    s.host.reset_counts();
+    s.vm.request_headers(&s.host, 1);
+    assert_eq!(s.host.counts().by_method.get("header_value"), Some(&1));
+    s.vm.log(&s.host, 1);
+    assert!(
+        shipped(&mut s).pop().unwrap().principal.is_none(),
+        "client-sent"
+    );
+    s.host.set_request_headers(&[(":path", b"/")]);
+    s.vm.request_headers(&s.host, 2);
+    s.host
+        .set_request_headers(&[(":path", b"/"), ("x-user", b"alice")]);
+    s.vm.log(&s.host, 2);
+    let p = shipped(&mut s).pop().unwrap().principal.unwrap();
+    assert_eq!(
+        (p.source, p.name.as_str()),
+        (PrincipalSource::ExtAuthz as i32, "alice")
+    );
+}
+
+#[test]
+fn an_invalid_configuration_is_refused_naming_the_field() {
+    let host = FakeHost::new();
+    let config = r#"{"batch": {"max_records": 0}}"#;
+    host.set_configuration(config);
+    assert!(!Vm::new().configure(&host, config.len()));
+    assert!(host.logged("batch.max_records: must be between 1 and 10000"));
+}
+
+#[test]
+fn a_second_root_context_shares_the_vm_and_a_new_configuration_replaces_the_old() {
+    let mut s = setup("{}");
+    request(&mut s, 1);
+    assert!(s.vm.configure(&s.host, 2));
+    assert_eq!(
+        s.vm.shipper().pending_len(),
+        1,
+        "same configuration: shared"
+    );
+    let config = r#"{"deny_list": {"deny_status": 451}}"#;
+    s.host.set_configuration(config);
+    assert!(s.vm.configure(&s.host, config.len()));
+    assert!(
+        s.host
+            .logged("a new configuration replaces the previous one")
+    );
+    assert_eq!(s.vm.shipper().pending_len(), 1, "records survive");
+    ban(&mut s, 9, Action::Deny, 0);
+    assert_eq!(s.vm.request_headers(&s.host, 2), PAUSE);
+    assert_eq!(s.host.replies.borrow().last().unwrap().status, 451);
+}
+
+#[test]
+fn requests_never_logged_do_not_grow_the_vm() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    for c in 0..(MAX_TRACKED_REQUESTS as u32 + 100) {
+        s.vm.request_headers(&s.host, c);
+    }
+    assert_eq!(s.vm.recorded.len(), MAX_TRACKED_REQUESTS);
+}
+
+#[test]
+fn counters_reach_envoy_on_the_tick_not_per_request() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    for c in 0..10 {
+        let (counts, _) = request(&mut s, c);
+        assert_eq!(counts.by_method.get("increment_metric"), None);
+    }
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.requests_blocked"), 10);
+}
