@@ -2,14 +2,19 @@
 //!
 //! 1. Propagation: for each of N bans, a client sends requests continuously through Envoy from
 //!    its own address; the figure is the time from the ban API call returning to the first 403
-//!    that client sees. Prints p50 / p99 / max.
+//!    that client sees. Prints p50, p90, max, and p99 only when at least 100 samples stand
+//!    behind it (with fewer, the "p99" would be the maximum under another name).
 //! 2. Scale: two Envoys (each `--concurrency 1`) run side by side, one subscribed to a collector
-//!    with an empty list, one to a collector holding 1,000,000 entries (exact IPv4, IPv6 /64s and
-//!    IPv4 CIDRs mixed). Prints the time a fresh Envoy takes to receive and apply the snapshot,
-//!    Envoy's memory growth, and wrk requests/s through each (runs alternate).
+//!    with a one-entry list, one to a collector holding 1,000,000 entries (exact IPv4, IPv6 /64s
+//!    and IPv4 CIDRs mixed). Prints the time a fresh Envoy takes to receive and apply the
+//!    snapshot and Envoy's memory growth. Then the same lookups against both lists, missing (the
+//!    client is not listed: the request is proxied) and hitting (127.0.0.1, wrk's address, is
+//!    banned on both: Envoy answers 403): requests/s and Envoy CPU per request, rounds
+//!    alternating, medians.
 //!
 //! Run with `scripts/bench-denylist.sh` (builds optimized binaries and sets WARDEN_BIN).
-//! Environment: BANS (default 50), ENTRIES (default 1000000), WRK_SECONDS (default 10).
+//! Environment: BANS (default 200), ENTRIES (default 1000000), WRK_SECONDS (default 5),
+//! ROUNDS (default 5).
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -25,13 +30,14 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let bans = env_number("BANS", 50) as usize;
+    let bans = env_number("BANS", 200) as usize;
     let entries = env_number("ENTRIES", 1_000_000) as usize;
-    let wrk_seconds = env_number("WRK_SECONDS", 10);
+    let wrk_seconds = env_number("WRK_SECONDS", 5);
+    let rounds = env_number("ROUNDS", 5).max(1) as usize;
     let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse()?).await?;
 
     propagation(upstream, bans).await?;
-    scale(upstream, entries, wrk_seconds).await?;
+    scale(upstream, entries, wrk_seconds, rounds).await?;
     Ok(())
 }
 
@@ -106,14 +112,28 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
     Ok(())
 }
 
+/// Samples below which a p99 is not reported: with fewer than 100, no sample lies above the
+/// 99th percentile and the "p99" is only the maximum.
+const MIN_SAMPLES_FOR_P99: usize = 100;
+
 fn report(what: &str, mut latencies: Vec<Duration>) {
     latencies.sort();
-    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let n = latencies.len();
+    if n == 0 {
+        println!("{what}: no samples");
+        return;
+    }
+    let pick = |q: f64| latencies[((n as f64 - 1.0) * q).round() as usize];
+    let p99 = if n >= MIN_SAMPLES_FOR_P99 {
+        format!("p99 {:.2} ms", ms(pick(0.99)))
+    } else {
+        format!("no p99 ({n} samples; {MIN_SAMPLES_FOR_P99} needed)")
+    };
     println!(
-        "{what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{what}: {n} samples, p50 {:.2} ms, p90 {:.2} ms, {p99}, max {:.2} ms",
         ms(pick(0.50)),
-        ms(pick(0.99)),
-        ms(*latencies.last().unwrap_or(&Duration::ZERO))
+        ms(pick(0.90)),
+        ms(latencies[n - 1])
     );
 }
 
@@ -179,19 +199,82 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .context("VmRSS not found")
 }
 
-fn wrk(url: &str, seconds: u64) -> Result<f64> {
+/// Envoy's CPU time so far (utime + stime), seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    // Linux reports in clock ticks of 1/100 s (USER_HZ) on every architecture Envoy ships for.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// One wrk run: (requests/s, Envoy CPU µs per request).
+fn wrk(url: &str, seconds: u64, envoy_pid: u32) -> Result<(f64, f64)> {
+    let cpu0 = cpu_seconds(envoy_pid)?;
     let output = std::process::Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), url])
         .output()
         .context("run wrk (installed by scripts/setup.sh)")?;
+    let cpu1 = cpu_seconds(envoy_pid)?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find_map(|line| line.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output: {text}"))
+    let number = |prefix: &str| -> Option<f64> {
+        text.lines().find_map(|line| {
+            let rest = line.trim_start();
+            rest.strip_prefix(prefix)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+    };
+    let rps = number("Requests/sec:")
+        .with_context(|| format!("no Requests/sec in wrk output: {text}"))?;
+    let requests = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in")
+                .and_then(|(n, _)| n.parse::<f64>().ok())
+        })
+        .with_context(|| format!("no request count in wrk output: {text}"))?;
+    Ok((rps, (cpu1 - cpu0) / requests * 1e6))
 }
 
-async fn scale(upstream: std::net::SocketAddr, entries: usize, wrk_seconds: u64) -> Result<()> {
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+async fn ban(collector: &Collector, target: &str) -> Result<()> {
+    post_json(
+        &format!("{}/api/v1/decisions", collector.base_url()),
+        &json!({ "target": target, "reason": "lookup benchmark", "actor": "bench" }),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn unban(collector: &Collector, target: &str) -> Result<()> {
+    let url = format!(
+        "{}/api/v1/decisions?target={target}&actor=bench",
+        collector.base_url()
+    );
+    let response = http()?.delete(&url).send().await?;
+    if !response.status().is_success() {
+        bail!("DELETE {url}: {}", response.status());
+    }
+    Ok(())
+}
+
+async fn scale(
+    upstream: std::net::SocketAddr,
+    entries: usize,
+    wrk_seconds: u64,
+    rounds: usize,
+) -> Result<()> {
     let empty = Collector::start().await;
     let full = Collector::start().await;
     let mut options = EnvoyOptions::new(empty.grpc, upstream);
@@ -254,18 +337,55 @@ async fn scale(upstream: std::net::SocketAddr, entries: usize, wrk_seconds: u64)
     );
     drop(fresh);
 
-    let mut empty_runs = Vec::new();
-    let mut full_runs = Vec::new();
-    for _ in 0..2 {
-        empty_runs.push(wrk(&envoy_empty.url("/"), wrk_seconds)?);
-        full_runs.push(wrk(&envoy_full.url("/"), wrk_seconds)?);
+    // The small list holds one entry that never matches, so that both Envoys do the lookup.
+    ban(&empty, "192.0.2.1").await?;
+    wait_all_acked(&empty, 2).await?;
+    let small_pid = envoy_empty.pid().context("small-list envoy pid")?;
+    let full_pid = envoy_full.pid().context("full-list envoy pid")?;
+    let mut cells: Vec<(&str, Vec<f64>, Vec<f64>)> = Vec::new();
+    for name in ["miss, 1 entry", "miss, 1M", "hit, 1 entry", "hit, 1M"] {
+        cells.push((name, Vec::new(), Vec::new()));
     }
-    let mean = |runs: &[f64]| runs.iter().sum::<f64>() / runs.len() as f64;
-    let (e, f) = (mean(&empty_runs), mean(&full_runs));
+    for round in 0..rounds {
+        for hit in [false, true] {
+            if hit {
+                ban(&empty, "127.0.0.1").await?;
+                ban(&full, "127.0.0.1").await?;
+                wait_all_acked(&empty, 2).await?;
+                wait_all_acked(&full, 2).await?;
+            }
+            // Alternate which list goes first, so drift hits both.
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let (envoy, pid) = if which == 0 {
+                    (&envoy_empty, small_pid)
+                } else {
+                    (&envoy_full, full_pid)
+                };
+                let (rps, cpu) = wrk(&envoy.url("/"), wrk_seconds, pid)?;
+                let cell = &mut cells[usize::from(hit) * 2 + which];
+                cell.1.push(rps);
+                cell.2.push(cpu);
+            }
+            if hit {
+                unban(&empty, "127.0.0.1").await?;
+                unban(&full, "127.0.0.1").await?;
+                wait_all_acked(&empty, 2).await?;
+                wait_all_acked(&full, 2).await?;
+            }
+        }
+    }
     println!(
-        "wrk -t1 -c32 -d{wrk_seconds}s through Envoy --concurrency 1: empty list {e:.0} req/s, \
-         {entries} entries {f:.0} req/s (means of alternating runs), ratio {:.3} (runs: {empty_runs:?} / {full_runs:?})",
-        f / e
+        "lookups through Envoy --concurrency 1, wrk -t1 -c32 -d{wrk_seconds}s, {rounds} rounds, medians \
+         (miss: proxied to the upstream; hit: answered 403 by the filter):"
     );
+    for (name, rps, cpu) in cells {
+        println!(
+            "  {name:>14}: {:>8.0} req/s, Envoy CPU {:>6.1} µs/request (runs: {:?})",
+            median(rps.clone()),
+            median(cpu),
+            rps.iter().map(|r| r.round()).collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }

@@ -8,8 +8,12 @@
 //! group commit with `synchronous = "full"`) and, with rules, evaluated (read from `/metrics`;
 //! a skipped record fails the run).
 //!
+//! Each runs once per batch size: the filter seals a batch at 1,000 records under load and sends
+//! smaller ones (what gathered in its flush interval) when traffic is light, so both ends are
+//! measured.
+//!
 //! Run with `scripts/bench-ingest.sh` (builds optimized binaries and sets WARDEN_BIN).
-//! Environment: RECORDS (default 1000000), SENDERS (8), BATCH (1000).
+//! Environment: RECORDS (default 1000000), SENDERS (8), BATCH (comma-separated sizes, "100,1000").
 
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
@@ -133,9 +137,18 @@ async fn main() -> Result<()> {
     pin(std::process::id(), 1)?;
     let records = env_number("RECORDS", 1_000_000);
     let senders = env_number("SENDERS", 8);
-    let batch_size = env_number("BATCH", 1000);
+    let sizes = std::env::var("BATCH").unwrap_or_else(|_| "100,1000".into());
     let rules = Arc::new(twenty_rules(true));
-    run("20 rules + storage", &rules, records, senders, batch_size).await?;
-    run("storage only", "", records, senders, batch_size).await?;
+    for size in sizes.split(',') {
+        let batch_size: u64 = size
+            .trim()
+            .parse()
+            .with_context(|| format!("BATCH: {size:?} is not a number"))?;
+        if batch_size == 0 {
+            bail!("BATCH: a batch holds at least one record");
+        }
+        run("20 rules + storage", &rules, records, senders, batch_size).await?;
+        run("storage only", "", records, senders, batch_size).await?;
+    }
     Ok(())
 }
