@@ -23,7 +23,9 @@ Envoy, to the no-op filter and to the native gRPC access log, how many samples s
 each percentile, and every drop, error and failed run.
 
 Environment: ROUNDS (5), DURATION (s at saturation, 5), UNLOADED (s unloaded, 3),
-CONNECTIONS (32), VARIANTS (comma-separated, default all), PIN (1), OUT (report path).
+CONNECTIONS (32), VARIANTS (comma-separated, default all), PIN (1), OUT (report path), and
+ALT_WASM: another build of the filter (say, an older commit's), measured as `warden-alt` in the
+same run with the collector up.
 """
 
 import datetime
@@ -42,6 +44,9 @@ from bench_common import (ENVOY, PERF, ROOT, WASM_DIR, Processes, envoy_stats, f
                           http_get, render, start_collector, stat, wait_until, wasm_filter)
 
 ALL_VARIANTS = ["bare", "noop", "json-file", "http-grpc", "warden", "warden-down", "warden-2w"]
+ALT_WASM = os.environ.get("ALT_WASM", "")
+if ALT_WASM:
+    ALL_VARIANTS.append("warden-alt")
 
 
 def env_int(name, default):
@@ -58,6 +63,8 @@ UNLOADED = env_int("UNLOADED", 3)
 CONNECTIONS = env_int("CONNECTIONS", 32)
 PIN = env_int("PIN", 1) == 1 and (os.cpu_count() or 1) >= 2
 VARIANTS = [v for v in os.environ.get("VARIANTS", ",".join(ALL_VARIANTS)).split(",") if v]
+if ALT_WASM and "warden-alt" not in VARIANTS:
+    VARIANTS.append("warden-alt")
 for v in VARIANTS:
     if v not in ALL_VARIANTS:
         sys.exit(f"bench-gateway: unknown variant {v!r}; known: {', '.join(ALL_VARIANTS)}")
@@ -101,6 +108,8 @@ def variant_blocks(variant, work):
     filters, log = "", ""
     if variant == "noop":
         filters = wasm_filter("noop", os.path.join(WASM_DIR, "warden_noop_filter.wasm"), "{}")
+    elif variant == "warden-alt":
+        filters = wasm_filter("warden", os.path.abspath(ALT_WASM), "{}")
     elif variant.startswith("warden"):
         filters = wasm_filter("warden", os.path.join(WASM_DIR, "warden_filter.wasm"), "{}")
     elif variant == "json-file":
@@ -227,7 +236,7 @@ class Bench:
                 completed = stat(s, "http.ingress.downstream_rq_completed")
                 if s.get("http.ingress.downstream_rq_active", 0) > 0:
                     return False
-                if variant in ("warden", "warden-2w"):
+                if variant in ("warden", "warden-2w", "warden-alt"):
                     done = sum(stat(s, f"warden.records_{k}") for k in ("sent", "dropped", "rejected"))
                     return done >= completed
                 return True
@@ -235,8 +244,8 @@ class Bench:
                 wait_until("the filter's records", settled, timeout=15)
             except RuntimeError:
                 pass
-            if variant == "warden-down":
-                time.sleep(1.5)  # drops are counted at the next tick
+            # Drops reach the stats at the next tick; Envoy's request counters settle too.
+            time.sleep(1.5)
             stats = envoy_stats(f"127.0.0.1:{admin}")
             result["completed"] = stat(stats, "http.ingress.downstream_rq_completed")
             if variant.startswith("warden"):

@@ -11,7 +11,8 @@ another on one keep-alive connection; the idle rate times the requests' duration
 before dividing by N. Differences between variants give the cost of each step.
 
 Environment: N (requests per variant, 300), IDLE (seconds, 3), JOBS (variants run at once,
-default the number of cores), OUT (report path), VARIANTS (comma-separated subset).
+default the number of cores), OUT (report path), VARIANTS (comma-separated subset), ALT_WASM
+(another build of the filter, measured as `warden-alt`).
 """
 
 import datetime
@@ -73,7 +74,9 @@ def variants(expression):
         ("warden", "the Warden filter, collector up, empty deny list", warden, None),
         ("warden+denylist", "the Warden filter, a deny list that does not list the client", warden, "10.9.9.9"),
         ("warden-blocked", "the Warden filter answering a listed client with 403", warden, "127.0.0.1"),
-    ]
+    ] + ([("warden-alt", f"another build of the filter ({os.environ['ALT_WASM']}), collector up",
+           ("warden", os.path.abspath(os.environ["ALT_WASM"]), "{}"), None)]
+         if os.environ.get("ALT_WASM") else [])
 
 
 def callgrind_total(path):
