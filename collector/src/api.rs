@@ -10,15 +10,17 @@ use crate::metrics::Metrics;
 use crate::push::Registry;
 use crate::query::{RecordQuery, parse_field, parse_limit};
 use crate::report::{ReportFormat, ReportQuery, ReportResponse, access_report, to_csv};
+use crate::security::api_auth::Caller;
+use crate::security::audit_log::{ApiAudit, AuditQuery};
 use crate::store::Store;
 use crate::target::Target;
 use crate::time::{TimeBound, Ttl, now_ms};
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -51,16 +53,25 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest record query.
     pub max_query_limit: usize,
+    /// Shortest IPv4 prefix a ban or allowlist entry may cover.
+    pub min_prefix_v4: u8,
+    /// Shortest IPv6 prefix a ban or allowlist entry may cover.
+    pub min_prefix_v6: u8,
     /// How long a change waits to be handed to every connected filter before answering.
     pub propagation_wait: Duration,
     /// The rules runtime.
     pub detection: Arc<Detection>,
+    /// The API audit trail.
+    pub audit: Arc<ApiAudit>,
+    /// What `/healthz` answers (`ok`, with a warning when a listener is insecure).
+    pub health: String,
 }
 
-/// Builds the router.
+/// Builds the router. Who may call what is decided in front of it, by
+/// [`crate::security::guard::ENDPOINTS`].
 pub fn router(state: AppState) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/records", get(records))
         .route("/api/v1/report/access", get(report))
@@ -79,7 +90,9 @@ pub fn router(state: AppState) -> axum::Router {
         )
         .route("/api/v1/filters", get(filters))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/audit/api", get(api_audit))
         .route("/api/v1/rules", get(rules))
+        .route("/api/v1/rules/reload", post(reload_rules))
         .route(
             "/api/v1/rules/replay",
             post(replay).layer(DefaultBodyLimit::max(REPLAY_BODY_LIMIT)),
@@ -88,6 +101,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/api/v1/explain", get(explain))
         .fallback(|| async { Error::NotFound("no such endpoint".into()) })
         .with_state(state)
+}
+
+async fn health(State(s): State<AppState>) -> String {
+    s.health.clone()
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
@@ -220,6 +237,34 @@ async fn list(
     Ok(listed(version, total, key, &items))
 }
 
+/// A body's `actor` field: the audit trail names the authenticated caller, never a name the
+/// request chose.
+fn no_actor(actor: &Option<String>) -> Result<(), Error> {
+    match actor {
+        None => Ok(()),
+        Some(_) => Err(Error::invalid(
+            "actor",
+            "is not accepted: the audit trail names the authenticated caller",
+        )),
+    }
+}
+
+/// Refuses a target wider than the configured minimum prefix: `0.0.0.0/1` would block (or
+/// allowlist) half the Internet.
+fn narrow_enough(s: &AppState, field: &str, target: &Target) -> Result<(), Error> {
+    let (len, min) = match target.net() {
+        ipnet::IpNet::V4(n) => (n.prefix_len(), s.min_prefix_v4),
+        ipnet::IpNet::V6(n) => (n.prefix_len(), s.min_prefix_v6),
+    };
+    if len < min {
+        return Err(Error::invalid(
+            field,
+            format!("{target} covers more than a /{min} (limits.min_prefix_v4 / min_prefix_v6)"),
+        ));
+    }
+    Ok(())
+}
+
 /// What a ban and a bulk ban share, parsed; absent fields take their defaults.
 struct BanFields {
     action: DecisionAction,
@@ -234,15 +279,22 @@ impl BanFields {
         action: Option<&str>,
         ttl: Option<&str>,
         reason: Option<String>,
-        actor: Option<String>,
+        caller: &Caller,
         origin: Option<&str>,
     ) -> Result<BanFields, Error> {
+        let origin: Origin = origin.map_or(Ok(Origin::manual()), |o| parse_field("origin", o))?;
+        if origin.as_str().starts_with("rule:") {
+            return Err(Error::PermissionDenied(format!(
+                "origin {:?} is reserved for the detection rules",
+                origin.as_str()
+            )));
+        }
         Ok(BanFields {
             action: action.map_or(Ok(DecisionAction::Deny), |a| parse_field("action", a))?,
             ttl: ttl.map_or(Ok(Ttl(None)), |t| parse_field("ttl", t))?,
             reason: text("reason", reason, "")?,
-            actor: text("actor", actor, "api")?,
-            origin: origin.map_or(Ok(Origin::manual()), |o| parse_field("origin", o))?,
+            actor: caller.name.clone(),
+            origin,
         })
     }
 }
@@ -258,17 +310,24 @@ struct BanBody {
     origin: Option<String>,
 }
 
-async fn ban(State(s): State<AppState>, bytes: Bytes) -> Result<Response, Error> {
+async fn ban(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Response, Error> {
     let b: BanBody = body(&bytes)?;
+    no_actor(&b.actor)?;
     let f = BanFields::parse(
         b.action.as_deref(),
         b.ttl.as_deref(),
         b.reason,
-        b.actor,
+        &caller,
         b.origin.as_deref(),
     )?;
+    let target: Target = parse_field("target", &b.target)?;
+    narrow_enough(&s, "target", &target)?;
     let req = BanRequest {
-        target: parse_field("target", &b.target)?,
+        target,
         action: f.action,
         ttl: f.ttl,
         reason: f.reason,
@@ -292,17 +351,25 @@ struct BulkBody {
     origin: Option<String>,
 }
 
-async fn ban_bulk(State(s): State<AppState>, bytes: Bytes) -> Result<Response, Error> {
+async fn ban_bulk(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Response, Error> {
     let b: BulkBody = body(&bytes)?;
+    no_actor(&b.actor)?;
     let mut targets = Vec::with_capacity(b.targets.len());
     for (i, t) in b.targets.iter().enumerate() {
-        targets.push(parse_field::<Target, _>(&format!("targets[{i}]"), t)?);
+        let field = format!("targets[{i}]");
+        let target = parse_field::<Target, _>(&field, t)?;
+        narrow_enough(&s, &field, &target)?;
+        targets.push(target);
     }
     let f = BanFields::parse(
         b.action.as_deref(),
         b.ttl.as_deref(),
         b.reason,
-        b.actor,
+        &caller,
         b.origin.as_deref(),
     )?;
     let d = Arc::clone(&s.decisions);
@@ -329,29 +396,28 @@ async fn ban_bulk(State(s): State<AppState>, bytes: Bytes) -> Result<Response, E
         .into_response())
 }
 
-/// `target`, `reason`, `actor` from a DELETE query string.
-fn removal_params(params: &HashMap<String, String>) -> Result<(Target, String, String), Error> {
+/// `target` and `reason` from a DELETE query string.
+fn removal_params(params: &HashMap<String, String>) -> Result<(Target, String), Error> {
     for key in params.keys() {
-        if !matches!(key.as_str(), "target" | "reason" | "actor") {
-            return Err(Error::invalid(key, "unknown parameter"));
+        match key.as_str() {
+            "target" | "reason" => {}
+            "actor" => no_actor(&Some(String::new()))?,
+            _ => return Err(Error::invalid(key, "unknown parameter")),
         }
     }
     let target = params
         .get("target")
         .ok_or_else(|| Error::invalid("target", "required"))
         .and_then(|t| parse_field("target", t))?;
-    Ok((
-        target,
-        text("reason", params.get("reason").cloned(), "")?,
-        text("actor", params.get("actor").cloned(), "api")?,
-    ))
+    Ok((target, text("reason", params.get("reason").cloned(), "")?))
 }
 
 async fn unban(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    removal(&s, &params, Decisions::unban, "unban").await
+    removal(&s, &caller, &params, Decisions::unban, "unban").await
 }
 
 /// [`Decisions::unban`] or [`Decisions::allow_remove`]: target, reason, actor.
@@ -361,11 +427,13 @@ type Removal = fn(&Decisions, Target, &str, &str) -> Result<(Decision, u64), Err
 /// filters.
 async fn removal(
     s: &AppState,
+    caller: &Caller,
     params: &HashMap<String, String>,
     remove: Removal,
     what: &'static str,
 ) -> Result<Response, Error> {
-    let (target, reason, actor) = removal_params(params)?;
+    let (target, reason) = removal_params(params)?;
+    let actor = caller.name.clone();
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || remove(&d, target, &reason, &actor)).await?;
     tracing::info!(%target, version, "{what}");
@@ -380,11 +448,17 @@ struct AllowBody {
     actor: Option<String>,
 }
 
-async fn allow_add(State(s): State<AppState>, bytes: Bytes) -> Result<Response, Error> {
+async fn allow_add(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Response, Error> {
     let b: AllowBody = body(&bytes)?;
+    no_actor(&b.actor)?;
     let target: Target = parse_field("target", &b.target)?;
+    narrow_enough(&s, "target", &target)?;
     let reason = text("reason", b.reason, "")?;
-    let actor = text("actor", b.actor, "api")?;
+    let actor = caller.name.clone();
     let d = Arc::clone(&s.decisions);
     let (decision, version) = blocking(move || d.allow_add(target, &reason, &actor)).await?;
     tracing::info!(%target, version, "allowlist add");
@@ -393,9 +467,17 @@ async fn allow_add(State(s): State<AppState>, bytes: Bytes) -> Result<Response, 
 
 async fn allow_remove(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, Error> {
-    removal(&s, &params, Decisions::allow_remove, "allowlist remove").await
+    removal(
+        &s,
+        &caller,
+        &params,
+        Decisions::allow_remove,
+        "allowlist remove",
+    )
+    .await
 }
 
 async fn filters(State(s): State<AppState>) -> Response {
@@ -418,6 +500,41 @@ async fn audit(
     let d = Arc::clone(&s.decisions);
     let entries = blocking(move || d.audit(since, limit)).await?;
     Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+async fn api_audit(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let mut q = AuditQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for (key, value) in &params {
+        match key.as_str() {
+            "since" => {
+                q.since_ms = Some(parse_field::<TimeBound, _>(key, value)?.resolve(now_ms()));
+            }
+            "limit" => q.limit = parse_limit(value, 100_000)?,
+            "actor" => q.actor = Some(text("actor", Some(value.clone()), "")?),
+            "operation" => q.operation = Some(text("operation", Some(value.clone()), "")?),
+            "refused" => {
+                q.refused = match value.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(Error::invalid("refused", "must be true or false")),
+                };
+            }
+            other => return Err(Error::invalid(other, "unknown parameter")),
+        }
+    }
+    let entries = s.audit.query(q).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}
+
+async fn reload_rules(State(s): State<AppState>) -> Result<Response, Error> {
+    let status = s.detection.reload_now().await?;
+    Ok(Json(status).into_response())
 }
 
 async fn rules(State(s): State<AppState>) -> Result<Response, Error> {

@@ -73,6 +73,41 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// Make or hash a bearer token for `[[http.credentials]]` or `[[grpc.credentials]]`.
+    Token {
+        /// Token operation.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Create a CA, certificates and tokens for a first deployment (nothing is overwritten).
+    Init(InitArgs),
+}
+
+/// `warden token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new random token and, on the next line, the SHA-256 to configure.
+    New,
+    /// Read a token on standard input and print its SHA-256.
+    Hash,
+}
+
+/// `warden init`
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the files.
+    #[arg(long, default_value = "./data/pki")]
+    pub dir: PathBuf,
+    /// More names or addresses the collector is reached by (its certificate covers
+    /// localhost, 127.0.0.1 and ::1 always).
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// The SAN URI of the filters' client certificate.
+    #[arg(long, default_value = "spiffe://warden/filter")]
+    pub filter_identity: String,
+    /// Certificate lifetime in days.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
 }
 
 /// `warden serve`
@@ -95,12 +130,33 @@ pub struct ServeArgs {
     pub ready_file: Option<PathBuf>,
 }
 
-/// Where the API is.
-#[derive(Debug, Args)]
+/// Where the API is and how to authenticate. Each setting comes from its flag, else its
+/// environment variable, else the CLI settings file (`--cli-config`, else
+/// `<data dir>/cli.toml`, which `warden serve` writes), else the default; the token also comes
+/// from `WARDEN_TOKEN`, and else from the local admin token `<data dir>/admin.token`.
+#[derive(Debug, Args, Default)]
 pub struct ServerArg {
-    /// Base URL of the Warden HTTP API.
-    #[arg(long, env = "WARDEN_SERVER", default_value = DEFAULT_SERVER)]
-    pub server: String,
+    /// Base URL of the Warden HTTP API [default: http://127.0.0.1:9090].
+    #[arg(long, env = "WARDEN_SERVER")]
+    pub server: Option<String>,
+    /// A file holding the bearer token to send (the token itself may be in WARDEN_TOKEN).
+    #[arg(long, env = "WARDEN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// A CA bundle (PEM) to verify the API's certificate with.
+    #[arg(long, env = "WARDEN_CA")]
+    pub ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present.
+    #[arg(long, env = "WARDEN_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "WARDEN_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The CLI settings file [default: <data dir>/cli.toml when it exists].
+    #[arg(long, env = "WARDEN_CLI_CONFIG")]
+    pub cli_config: Option<PathBuf>,
+    /// The collector's data directory on this machine, for cli.toml and the local admin token.
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 /// `warden query`
@@ -169,9 +225,6 @@ pub struct BanArgs {
     /// deny (403) or throttle (429).
     #[arg(long, default_value = "deny")]
     action: String,
-    /// Who; default $USER@hostname.
-    #[arg(long)]
-    actor: Option<String>,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -187,9 +240,6 @@ pub struct UnbanArgs {
     /// Why.
     #[arg(long)]
     reason: Option<String>,
-    /// Who; default $USER@hostname.
-    #[arg(long)]
-    actor: Option<String>,
     /// Print the answer as JSON.
     #[arg(long)]
     json: bool,
@@ -218,9 +268,6 @@ pub enum AllowCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
-        /// Who; default $USER@hostname.
-        #[arg(long)]
-        actor: Option<String>,
     },
     /// Remove an allowlist entry.
     Remove {
@@ -232,9 +279,6 @@ pub enum AllowCommand {
         /// Why.
         #[arg(long)]
         reason: Option<String>,
-        /// Who; default $USER@hostname.
-        #[arg(long)]
-        actor: Option<String>,
     },
     /// List the allowlist.
     List(ListArgs),
@@ -245,7 +289,20 @@ pub enum AllowCommand {
 pub struct AuditArgs {
     #[command(flatten)]
     server: ServerArg,
-    /// Only changes since (15m, 24h, RFC 3339).
+    /// Every API call (who read or changed what, refused attempts included) instead of the
+    /// decision changes.
+    #[arg(long)]
+    api: bool,
+    /// Only this actor (with --api).
+    #[arg(long, requires = "api")]
+    actor: Option<String>,
+    /// Only operations starting with this, e.g. `decisions.` (with --api).
+    #[arg(long, requires = "api")]
+    operation: Option<String>,
+    /// Only refused calls: 401, 403, 429 (with --api).
+    #[arg(long, requires = "api")]
+    refused: bool,
+    /// Only entries since (15m, 24h, RFC 3339).
     #[arg(long)]
     since: Option<String>,
     /// Maximum entries.
@@ -266,6 +323,8 @@ pub enum RulesCommand {
     },
     /// The rules in force on the server and the latest reload error.
     List(ListArgs),
+    /// Reload the rules on the server now (admin); prints every problem when refused.
+    Reload(ListArgs),
     /// What FILE would have decided over the stored records (changes nothing).
     Replay(ReplayArgs),
 }
@@ -399,24 +458,12 @@ fn push_checked<T: std::str::FromStr<Err = E>, E: ToString>(
     Ok(())
 }
 
-/// `$USER@hostname`, the default actor of changes made from this machine.
-pub fn default_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
-}
-
 /// A client of the HTTP API.
 struct Client {
     base: String,
     http: reqwest::Client,
+    /// Where the token came from, for the message when the server refuses it.
+    token_source: Option<String>,
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -432,24 +479,144 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+fn read_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, CliError> {
+    std::fs::read(path).map_err(|e| CliError::File {
+        path: format!("{flag} {}", path.display()),
+        reason: e.to_string(),
+    })
+}
+
+/// The settings a client command uses, merged from flags, environment, the settings file and
+/// the local admin token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// Base URL.
+    pub server: String,
+    /// The bearer token, and where it came from.
+    pub token: Option<(String, String)>,
+    /// CA bundle.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Connection {
+    /// Resolves the settings of `arg`.
+    pub fn resolve(arg: &ServerArg) -> Result<Connection, CliError> {
+        let settings_file = arg
+            .cli_config
+            .clone()
+            .or_else(|| Some(arg.data_dir.join(crate::security::local::CLI_CONFIG_FILE)))
+            .filter(|p| arg.cli_config.is_some() || p.exists());
+        let file: crate::security::local::CliConfig = match &settings_file {
+            Some(p) => {
+                let text = String::from_utf8(read_file("--cli-config", p)?).map_err(|e| {
+                    CliError::File {
+                        path: p.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                toml::from_str(&text).map_err(|e| CliError::File {
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => Default::default(),
+        };
+        let server = arg
+            .server
+            .clone()
+            .or(file.server)
+            .unwrap_or_else(|| DEFAULT_SERVER.to_string())
+            .trim_end_matches('/')
+            .to_string();
+        let token_from =
+            |path: &std::path::Path, what: &str| -> Result<Option<(String, String)>, CliError> {
+                let text = String::from_utf8_lossy(&read_file(what, path)?)
+                    .trim()
+                    .to_string();
+                Ok((!text.is_empty()).then(|| (text, format!("{what} {}", path.display()))))
+            };
+        let env_token = std::env::var("WARDEN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| (t.trim().to_string(), "WARDEN_TOKEN".to_string()));
+        let token = match (env_token, &arg.token_file, &file.token_file) {
+            (Some(t), _, _) => Some(t),
+            (None, Some(p), _) => token_from(p, "--token-file")?,
+            (None, None, Some(p)) => token_from(p, "the token file of cli.toml")?,
+            (None, None, None) => {
+                let local = arg.data_dir.join(crate::security::local::ADMIN_TOKEN_FILE);
+                if local.exists() {
+                    token_from(&local, "the local admin token")?
+                } else {
+                    None
+                }
+            }
+        };
+        let identity = match (arg.cert.clone().or(file.cert), arg.key.clone().or(file.key)) {
+            (Some(c), Some(k)) => Some((c, k)),
+            _ => None,
+        };
+        Ok(Connection {
+            server,
+            token,
+            ca: arg.ca.clone().or(file.ca),
+            identity,
+        })
+    }
+}
+
 impl Client {
-    fn new(server: &ServerArg) -> Result<Client, CliError> {
-        let base = server.server.trim_end_matches('/').to_string();
+    fn new(arg: &ServerArg) -> Result<Client, CliError> {
+        let c = Connection::resolve(arg)?;
+        let base = c.server.clone();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(CliError::Invalid {
                 flag: "--server".into(),
-                reason: format!("{base:?} is not an http:// URL"),
+                reason: format!("{base:?} is not an http:// or https:// URL"),
             });
         }
-        let http =
-            reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .map_err(|e| CliError::Unreachable {
-                    server: base.clone(),
-                    reason: root_cause(&e),
+        let mut builder = reqwest::Client::builder().no_proxy();
+        if let Some(ca) = &c.ca {
+            let pem = read_file("--ca", ca)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| CliError::File {
+                path: ca.display().to_string(),
+                reason: format!("not a PEM CA bundle: {e}"),
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some((cert, key)) = &c.identity {
+            let mut pem = read_file("--cert", cert)?;
+            pem.extend(read_file("--key", key)?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| CliError::File {
+                path: cert.display().to_string(),
+                reason: format!("not a PEM certificate and key: {e}"),
+            })?;
+            builder = builder.identity(identity);
+        }
+        if let Some((token, _)) = &c.token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut value: reqwest::header::HeaderValue = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| CliError::Invalid {
+                    flag: "token".into(),
+                    reason: "the token holds characters a header cannot carry".into(),
                 })?;
-        Ok(Client { base, http })
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let http = builder.build().map_err(|e| CliError::Unreachable {
+            server: base.clone(),
+            reason: root_cause(&e),
+        })?;
+        Ok(Client {
+            base,
+            http,
+            token_source: c.token.map(|(_, source)| source),
+        })
     }
 
     async fn call(&self, req: reqwest::RequestBuilder) -> Result<String, CliError> {
@@ -463,10 +630,18 @@ impl Client {
             reason: root_cause(&e),
         })?;
         if !status.is_success() {
-            let message = serde_json::from_str::<Value>(&text)
+            let mut message = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or(text);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                message = match &self.token_source {
+                    Some(source) => format!("{message} (the token came from {source})"),
+                    None => format!(
+                        "{message} (no token found: pass --token-file, set WARDEN_TOKEN, or run on the collector's machine where <data dir>/admin.token is)"
+                    ),
+                };
+            }
             return Err(CliError::Server {
                 status: status.as_u16(),
                 message,
@@ -512,10 +687,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Unban(a) => {
             check::<Target, _>("<target>", &a.target)?;
             let client = Client::new(&a.server)?;
-            let mut q = vec![
-                ("target", a.target),
-                ("actor", a.actor.unwrap_or_else(default_actor)),
-            ];
+            let mut q = vec![("target", a.target)];
             if let Some(r) = a.reason {
                 q.push(("reason", r));
             }
@@ -547,9 +719,28 @@ pub async fn run(command: Command) -> Result<(), CliError> {
                 check::<TimeBound, _>("--since", &s)?;
                 q.push(("since", s));
             }
-            let v = Client::new(&a.server)?.get("/api/v1/audit", &q).await?;
-            audit_out(&v["entries"], a.json)
+            if a.api {
+                if let Some(actor) = a.actor {
+                    q.push(("actor", actor));
+                }
+                if let Some(op) = a.operation {
+                    q.push(("operation", op));
+                }
+                if a.refused {
+                    q.push(("refused", "true".into()));
+                }
+                let v = Client::new(&a.server)?.get("/api/v1/audit/api", &q).await?;
+                api_audit_out(&v["entries"], a.json)
+            } else {
+                let v = Client::new(&a.server)?.get("/api/v1/audit", &q).await?;
+                audit_out(&v["entries"], a.json)
+            }
         }
+        Command::Token { command } => token(command)?,
+        Command::Init(a) => crate::security::init::run(&a).map_err(|reason| CliError::File {
+            path: a.dir.display().to_string(),
+            reason,
+        })?,
         Command::Report {
             command: ReportCommand::Access(a),
         } => report(a).await?,
@@ -680,8 +871,7 @@ async fn ban(a: BanArgs) -> Result<String, CliError> {
         check::<Ttl, _>("--ttl", t)?;
     }
     let client = Client::new(&a.server)?;
-    let actor = a.actor.unwrap_or_else(default_actor);
-    let mut body = json!({ "action": a.action, "actor": actor });
+    let mut body = json!({ "action": a.action });
     if let Some(t) = a.ttl {
         body["ttl"] = json!(t);
     }
@@ -751,10 +941,9 @@ async fn allow(command: AllowCommand) -> Result<String, CliError> {
             server,
             target,
             reason,
-            actor,
         } => {
             check::<Target, _>("<target>", &target)?;
-            let body = json!({ "target": target, "reason": reason.unwrap_or_default(), "actor": actor.unwrap_or_else(default_actor) });
+            let body = json!({ "target": target, "reason": reason.unwrap_or_default() });
             let v = Client::new(&server)?
                 .post("/api/v1/allowlist", &body)
                 .await?;
@@ -768,13 +957,9 @@ async fn allow(command: AllowCommand) -> Result<String, CliError> {
             server,
             target,
             reason,
-            actor,
         } => {
             check::<Target, _>("<target>", &target)?;
-            let mut q = vec![
-                ("target", target),
-                ("actor", actor.unwrap_or_else(default_actor)),
-            ];
+            let mut q = vec![("target", target)];
             if let Some(r) = reason {
                 q.push(("reason", r));
             }
@@ -875,6 +1060,19 @@ async fn rules(command: RulesCommand) -> Result<String, CliError> {
                 set.rules().len()
             );
             Ok(out)
+        }
+        RulesCommand::Reload(a) => {
+            let v = Client::new(&a.server)?
+                .post("/api/v1/rules/reload", &json!({}))
+                .await?;
+            if a.json {
+                return Ok(format!("{v}\n"));
+            }
+            Ok(format!(
+                "rules reloaded from {} ({} rules)\n",
+                str_of(&v["source"]),
+                v["rules"].as_array().map_or(0, Vec::len)
+            ))
         }
         RulesCommand::List(a) => {
             let v = Client::new(&a.server)?.get("/api/v1/rules", &[]).await?;
@@ -1200,6 +1398,7 @@ fn filters_out(v: &Value, as_json: bool) -> String {
             "NODE",
             "WORKER",
             "INSTANCE",
+            "CREDENTIAL",
             "PEER",
             "CONNECTED SINCE",
             "SENT",
@@ -1211,6 +1410,7 @@ fn filters_out(v: &Value, as_json: bool) -> String {
                 str_of(&f["node_id"]),
                 f["worker"].to_string(),
                 str_of(&f["instance_id"]),
+                str_of(&f["credential"]),
                 str_of(&f["peer"]),
                 str_of(&f["connected_since"]),
                 f["version_sent"].to_string(),
@@ -1253,6 +1453,70 @@ fn audit_out(list: &Value, as_json: bool) -> String {
             ]
         },
     )
+}
+
+fn api_audit_out(list: &Value, as_json: bool) -> String {
+    list_out(
+        list,
+        as_json,
+        &[
+            "TIME",
+            "ACTOR",
+            "KIND",
+            "ROLE",
+            "OPERATION",
+            "SOURCE",
+            "STATUS",
+            "OUTCOME",
+        ],
+        |e| {
+            vec![
+                str_of(&e["time"]),
+                e["actor"]
+                    .as_str()
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or("-")
+                    .to_string(),
+                str_of(&e["actor_kind"]),
+                opt_of(&e["role"]),
+                str_of(&e["operation"]),
+                str_of(&e["source"]),
+                e["status"].to_string(),
+                str_of(&e["outcome"]),
+            ]
+        },
+    )
+}
+
+/// `warden token new|hash`.
+fn token(command: TokenCommand) -> Result<String, CliError> {
+    use crate::security::credentials::{TokenHash, new_token};
+    match command {
+        TokenCommand::New => {
+            let token = new_token().map_err(|reason| CliError::Invalid {
+                flag: "token".into(),
+                reason,
+            })?;
+            Ok(format!("{token}\n{}\n", TokenHash::of(&token).to_hex()))
+        }
+        TokenCommand::Hash => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                CliError::File {
+                    path: "<stdin>".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            let token = text.trim();
+            if token.is_empty() {
+                return Err(CliError::Invalid {
+                    flag: "<stdin>".into(),
+                    reason: "no token on standard input".into(),
+                });
+            }
+            Ok(format!("{}\n", TokenHash::of(token).to_hex()))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! `warden.toml`: every setting has a default so `warden serve` runs with no file; unknown keys and
 //! bad values are errors naming the file and the key. Command-line flags override the file.
 
+use crate::security::credentials::{Pattern, Role, TokenHash};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -101,25 +103,169 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[grpc.tls]` and `[http.tls]`: TLS on a listener. Paths are relative to the configuration
+/// file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// A CA bundle (PEM) client certificates are verified against.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse connections without a client certificate (mTLS).
+    #[serde(default)]
+    pub require_client_cert: bool,
+    /// How often the files are checked for changes (certificate rotation).
+    #[serde(default = "default_tls_reload")]
+    pub reload_interval: HumanDuration,
+}
+
+fn default_tls_reload() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// `[[grpc.credentials]]`: a filter credential, a token or a certificate, and the Envoy node ids
+/// it may send records and subscribe as.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterCredentialConfig {
+    /// Named in logs, metrics and the audit trail.
+    pub name: String,
+    /// SHA-256 (hex) of the token the filter sends as `authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A pattern matched against the client certificate's URI and DNS SANs and common name.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// Node id patterns this credential covers (`ingress-*`); required.
+    #[serde(default)]
+    pub node_ids: Vec<String>,
+}
+
+/// `[[http.credentials]]`: an API caller's token or certificate and its role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCredentialConfig {
+    /// The actor name the audit trail records.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: Role,
+    /// SHA-256 (hex) of the bearer token.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    /// A pattern matched against the client certificate's URI and DNS SANs and common name.
+    #[serde(default)]
+    pub certificate: Option<String>,
+}
+
+/// `[http.oidc]`: bearer JWTs from an OpenID Connect issuer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// The issuer's keys (JWKS JSON), a file relative to the configuration file...
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// ...or fetched from a URL (and refetched every `jwks_refresh`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The claim that names the caller's roles (a string or a list of strings).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Claim values to roles; when empty the claim values must be role names.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Role>,
+    /// How often the keys are reloaded.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: HumanDuration,
+}
+
+fn default_role_claim() -> String {
+    "warden_role".into()
+}
+
+fn default_jwks_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+/// A number per role, e.g. `{ viewer = 2, operator = 4, admin = 8 }`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerRole {
+    /// For viewers.
+    pub viewer: usize,
+    /// For operators.
+    pub operator: usize,
+    /// For admins.
+    pub admin: usize,
+}
+
+impl PerRole {
+    /// The value for `role`.
+    pub fn get(&self, role: Role) -> usize {
+        match role {
+            Role::Viewer => self.viewer,
+            Role::Operator => self.operator,
+            Role::Admin => self.admin,
+        }
+    }
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the listener (counts only; no records, addresses or names).
+    #[default]
+    Open,
+    /// Any authenticated caller.
+    Authenticated,
+}
+
 /// `[grpc]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GrpcConfig {
     /// Listen address; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// When set, filters must send `authorization: Bearer <token>`.
+    /// TLS, and client certificates for filters.
+    pub tls: Option<TlsConfig>,
+    /// Allow a non-loopback listen address without TLS (records and bans in plaintext).
+    pub insecure: bool,
+    /// Filter credentials.
+    pub credentials: Vec<FilterCredentialConfig>,
+    /// A shared token every filter may use for any node id (prefer `credentials`).
     pub token: Option<String>,
+    /// Create `<data_dir>/filter.token`, a credential for filters on this machine covering
+    /// every node id (the demo and a first deployment use it).
+    pub local_credential: bool,
     /// Largest accepted gRPC message; must fit a full batch (10,000 records of up to 16 KiB
     /// would be 160 MiB, but real batches are far smaller, so 32 MiB by default).
     pub max_message_bytes: usize,
+    /// Export calls in progress at once per credential.
+    pub max_calls_per_credential: usize,
+    /// Subscribe streams open at once per credential.
+    pub max_streams_per_credential: usize,
 }
 
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            tls: None,
+            insecure: false,
+            credentials: Vec::new(),
             token: None,
+            local_credential: true,
             max_message_bytes: 32 << 20,
+            max_calls_per_credential: 64,
+            max_streams_per_credential: 1024,
         }
     }
 }
@@ -130,12 +276,54 @@ impl Default for GrpcConfig {
 pub struct HttpConfig {
     /// Listen address; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// TLS, and client certificates for API callers.
+    pub tls: Option<TlsConfig>,
+    /// Allow a non-loopback listen address without TLS.
+    pub insecure: bool,
+    /// API credentials.
+    pub credentials: Vec<ApiCredentialConfig>,
+    /// JWTs from an OIDC issuer.
+    pub oidc: Option<OidcConfig>,
+    /// Create `<data_dir>/admin.token`, an admin credential readable only by the collector's
+    /// user, which the CLI on the same machine finds.
+    pub local_admin: bool,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
+    /// Origins (`https://console.example.com`) allowed to call the API from a browser.
+    pub allowed_origins: Vec<String>,
+    /// Host names the API answers to, besides the listen address and `localhost`.
+    pub allowed_hosts: Vec<String>,
+    /// Failed authentications per source address per minute before it is refused for a while.
+    pub auth_failures_per_minute: u32,
+    /// Largest request body per role.
+    pub max_body_bytes: PerRole,
+    /// Expensive calls (record queries, reports, bulk bans, replays) in progress per role.
+    pub max_expensive_calls: PerRole,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls: None,
+            insecure: false,
+            credentials: Vec::new(),
+            oidc: None,
+            local_admin: true,
+            metrics: MetricsAccess::Open,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            auth_failures_per_minute: 10,
+            max_body_bytes: PerRole {
+                viewer: 1 << 20,
+                operator: 256 << 20,
+                admin: 256 << 20,
+            },
+            max_expensive_calls: PerRole {
+                viewer: 2,
+                operator: 4,
+                admin: 8,
+            },
         }
     }
 }
@@ -203,6 +391,11 @@ pub struct Limits {
     pub max_field_bytes: usize,
     /// Largest `limit` a query may ask for.
     pub max_query_limit: usize,
+    /// Shortest IPv4 prefix a ban or allowlist entry may cover (`0.0.0.0/1` would block or
+    /// admit half the Internet).
+    pub min_prefix_v4: u8,
+    /// Shortest IPv6 prefix a ban or allowlist entry may cover.
+    pub min_prefix_v6: u8,
 }
 
 impl Default for Limits {
@@ -212,6 +405,8 @@ impl Default for Limits {
             max_record_bytes: 16 * 1024,
             max_field_bytes: 8 * 1024,
             max_query_limit: 10_000,
+            min_prefix_v4: 8,
+            min_prefix_v6: 32,
         }
     }
 }
@@ -235,6 +430,21 @@ impl Default for DecisionsConfig {
             snapshot_chunk_entries: 10_000,
             expiry_interval: HumanDuration(Duration::from_secs(1)),
         }
+    }
+}
+
+/// Exactly one of a token hash and a certificate pattern, each valid.
+fn check_secret(token: &Option<String>, certificate: &Option<String>) -> Result<(), String> {
+    match (token, certificate) {
+        (Some(t), None) => t
+            .parse::<TokenHash>()
+            .map(|_| ())
+            .map_err(|e| format!("token_sha256 {e}")),
+        (None, Some(c)) => c
+            .parse::<Pattern>()
+            .map(|_| ())
+            .map_err(|e| format!("certificate: {e}")),
+        _ => Err("set exactly one of token_sha256 and certificate".into()),
     }
 }
 
@@ -276,8 +486,82 @@ impl Config {
             message: e.to_string().trim_end().to_string(),
         })?;
         config.source_path = Some(path.to_path_buf());
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         config.validate(path)?;
         Ok(config)
+    }
+
+    /// Makes the TLS and JWKS paths absolute, relative to the configuration file's directory.
+    fn resolve_paths(&mut self, dir: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        for tls in [self.grpc.tls.as_mut(), self.http.tls.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            resolve(&mut tls.cert);
+            resolve(&mut tls.key);
+            if let Some(ca) = tls.client_ca.as_mut() {
+                resolve(ca);
+            }
+        }
+        if let Some(file) = self.http.oidc.as_mut().and_then(|o| o.jwks_file.as_mut()) {
+            resolve(file);
+        }
+    }
+
+    /// Refuses a listener on a non-loopback address without TLS unless `insecure` says so:
+    /// records, bans and credentials would cross the network in plaintext.
+    pub fn check_exposure(&self) -> Result<(), ConfigError> {
+        let path = self
+            .source_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<defaults>"));
+        let listeners = [
+            (
+                "grpc.listen",
+                "grpc",
+                self.grpc.listen,
+                self.grpc.tls.is_some(),
+                self.grpc.insecure,
+            ),
+            (
+                "http.listen",
+                "http",
+                self.http.listen,
+                self.http.tls.is_some(),
+                self.http.insecure,
+            ),
+        ];
+        for (key, section, addr, tls, insecure) in listeners {
+            if !addr.ip().is_loopback() && !tls && !insecure {
+                return Err(ConfigError::Invalid {
+                    path,
+                    key,
+                    reason: format!(
+                        "{addr} is not a loopback address and [{section}.tls] is not configured: \
+                         configure [{section}.tls] (cert and key; `warden init` creates them) or set \
+                         {section}.insecure = true to accept plaintext"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The listeners that accept plaintext on a non-loopback address because `insecure` is set.
+    pub fn insecure_listeners(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.grpc.listen.ip().is_loopback() && self.grpc.tls.is_none() {
+            out.push("grpc");
+        }
+        if !self.http.listen.ip().is_loopback() && self.http.tls.is_none() {
+            out.push("http");
+        }
+        out
     }
 
     /// Range checks that serde cannot express.
@@ -350,6 +634,132 @@ impl Config {
             return Err(invalid(
                 "decisions.expiry_interval",
                 "must be greater than 0",
+            ));
+        }
+        self.validate_security(path)
+    }
+
+    /// The TLS, credential and OIDC sections.
+    fn validate_security(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason,
+        };
+        for (key, tls) in [("grpc.tls", &self.grpc.tls), ("http.tls", &self.http.tls)] {
+            if let Some(t) = tls
+                && t.require_client_cert
+                && t.client_ca.is_none()
+            {
+                return Err(invalid(
+                    key,
+                    "require_client_cert needs client_ca (the CA bundle client certificates are verified against)".into(),
+                ));
+            }
+        }
+        let has_client_ca =
+            |tls: &Option<TlsConfig>| tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let mut names = std::collections::HashSet::new();
+        for c in &self.grpc.credentials {
+            let what = |reason: &str| format!("credential {:?}: {reason}", c.name);
+            if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    "grpc.credentials",
+                    what("names must be unique and not empty"),
+                ));
+            }
+            check_secret(&c.token_sha256, &c.certificate)
+                .map_err(|r| invalid("grpc.credentials", what(&r)))?;
+            if c.certificate.is_some() && !has_client_ca(&self.grpc.tls) {
+                return Err(invalid(
+                    "grpc.credentials",
+                    what("a certificate credential needs [grpc.tls] client_ca"),
+                ));
+            }
+            if c.node_ids.is_empty() {
+                return Err(invalid(
+                    "grpc.credentials",
+                    what("node_ids must name the node ids it may use (\"*\" for all)"),
+                ));
+            }
+            for n in &c.node_ids {
+                n.parse::<Pattern>()
+                    .map_err(|e| invalid("grpc.credentials", what(&format!("node_ids: {e}"))))?;
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.http.credentials {
+            let what = |reason: &str| format!("credential {:?}: {reason}", c.name);
+            if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
+                return Err(invalid(
+                    "http.credentials",
+                    what("names must be unique and not empty"),
+                ));
+            }
+            check_secret(&c.token_sha256, &c.certificate)
+                .map_err(|r| invalid("http.credentials", what(&r)))?;
+            if c.certificate.is_some() && !has_client_ca(&self.http.tls) {
+                return Err(invalid(
+                    "http.credentials",
+                    what("a certificate credential needs [http.tls] client_ca"),
+                ));
+            }
+        }
+        if let Some(o) = &self.http.oidc {
+            if o.issuer.trim().is_empty() || o.audience.trim().is_empty() {
+                return Err(invalid(
+                    "http.oidc",
+                    "issuer and audience are required".into(),
+                ));
+            }
+            match (&o.jwks_file, &o.jwks_url) {
+                (Some(_), None) => {}
+                (None, Some(u)) if u.starts_with("https://") || u.starts_with("http://") => {}
+                (None, Some(u)) => {
+                    return Err(invalid(
+                        "http.oidc",
+                        format!("jwks_url {u:?} is not an http(s) URL"),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        "http.oidc",
+                        "exactly one of jwks_file and jwks_url is required".into(),
+                    ));
+                }
+            }
+            if o.role_claim.trim().is_empty() {
+                return Err(invalid("http.oidc", "role_claim must not be empty".into()));
+            }
+        }
+        if self.limits.min_prefix_v4 > 32 || self.limits.min_prefix_v6 > 128 {
+            return Err(invalid(
+                "limits.min_prefix_v4",
+                "min_prefix_v4 is at most 32 and min_prefix_v6 at most 128".into(),
+            ));
+        }
+        if self.http.auth_failures_per_minute == 0 {
+            return Err(invalid(
+                "http.auth_failures_per_minute",
+                "must be greater than 0".into(),
+            ));
+        }
+        for (key, v) in [
+            ("http.max_body_bytes", self.http.max_body_bytes),
+            ("http.max_expensive_calls", self.http.max_expensive_calls),
+        ] {
+            if v.viewer == 0 || v.operator == 0 || v.admin == 0 {
+                return Err(invalid(
+                    key,
+                    "every role's value must be greater than 0".into(),
+                ));
+            }
+        }
+        if self.grpc.max_calls_per_credential == 0 || self.grpc.max_streams_per_credential == 0 {
+            return Err(invalid(
+                "grpc.max_calls_per_credential",
+                "max_calls_per_credential and max_streams_per_credential must be greater than 0"
+                    .into(),
             ));
         }
         Ok(())

@@ -412,6 +412,22 @@ impl Detection {
         reload(&self.shared)
     }
 
+    /// Reloads now (the API's `rules/reload`): the rules in force afterwards, or every problem
+    /// of the file that was refused (the previous rules stay in force).
+    pub async fn reload_now(self: &Arc<Self>) -> Result<Option<RulesStatus>, crate::error::Error> {
+        let me = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || me.reload())
+            .await
+            .map_err(|e| crate::error::Error::Storage(format!("reload task failed: {e}")))?;
+        match result {
+            Ok(()) => Ok(self.status()),
+            Err(errors) => Err(crate::error::Error::invalid(
+                "rules",
+                format!("not reloaded; the rules in force stay:\n{errors}"),
+            )),
+        }
+    }
+
     /// The rules in force and the latest reload error.
     pub fn status(&self) -> Option<RulesStatus> {
         self.shared.status.lock().ok().map(|s| s.clone())

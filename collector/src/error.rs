@@ -20,9 +20,16 @@ pub enum Error {
     /// The thing the request names does not exist.
     #[error("{0}")]
     NotFound(String),
-    /// The caller did not present the configured credentials.
+    /// The caller did not present valid credentials.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller is known but its credential does not cover the request.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The caller exceeded a limit (failed authentications, concurrent calls); it may retry
+    /// later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// The store failed; the caller should retry. Never reported as success.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -48,6 +55,8 @@ impl Error {
             Error::Conflict(_) => tonic::Code::FailedPrecondition,
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            Error::TooManyRequests(_) => tonic::Code::ResourceExhausted,
             Error::Storage(_) | Error::ShuttingDown => tonic::Code::Unavailable,
         }
     }
@@ -59,6 +68,8 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -79,7 +90,15 @@ impl From<Error> for tonic::Status {
 impl axum::response::IntoResponse for Error {
     fn into_response(self) -> axum::response::Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.http_status(), axum::Json(body)).into_response()
+        let mut response = (self.http_status(), axum::Json(body)).into_response();
+        if matches!(self, Error::Unauthenticated(_)) {
+            // RFC 6750: say which scheme the API expects.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
+        }
+        response
     }
 }
 

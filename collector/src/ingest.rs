@@ -2,11 +2,12 @@
 //! `INVALID_ARGUMENT` naming the field and nothing of it is stored), then hands it to the store
 //! and acknowledges only after the commit.
 
-use crate::auth::BearerAuth;
 use crate::config::Limits;
 use crate::detection::Detection;
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::security::conn::ConnInfo;
+use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::store::Store;
 use prost::Message;
 use std::collections::HashMap;
@@ -138,19 +139,36 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// Filter instances whose reported drop counts are remembered at most; beyond it the ones
+/// heard from least recently are forgotten (only authenticated filters get here, but a
+/// credential covering `*` could still invent identities).
+const MAX_DROP_COUNTERS: usize = 100_000;
+
+/// What a filter instance last reported it dropped, and when it was heard from.
+#[derive(Debug, Clone, Copy)]
+struct DropCount {
+    total: u64,
+    seen_ms: i64,
+}
+
 /// The Export service.
 pub struct Ingest {
     store: Arc<Store>,
     limits: Limits,
-    auth: BearerAuth,
+    auth: Arc<FilterAuth>,
     metrics: Arc<Metrics>,
-    dropped: Mutex<HashMap<(String, u32, String), u64>>,
+    dropped: Mutex<HashMap<(String, u32, String), DropCount>>,
     detection: Option<Arc<Detection>>,
 }
 
 impl Ingest {
     /// Builds the service over `store`.
-    pub fn new(store: Arc<Store>, limits: Limits, auth: BearerAuth, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        limits: Limits,
+        auth: Arc<FilterAuth>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Ingest {
             store,
             limits,
@@ -179,7 +197,8 @@ impl Ingest {
         }
         self.metrics.records_received.fetch_add(n, Relaxed);
         let filter = req.filter.unwrap_or_default();
-        self.note_dropped(&filter, req.dropped_total);
+        let highest = req.records.iter().map(|r| r.sequence).max().unwrap_or(0);
+        self.note_dropped(&filter, req.dropped_total, highest);
         let records = Arc::new(req.records);
         // Evaluation is queued in parallel with the commit: a ban does not wait for the fsync.
         // The acknowledgement waits for both, so an overloaded engine slows ingest down instead
@@ -211,16 +230,39 @@ impl Ingest {
         }
     }
 
-    fn note_dropped(&self, f: &FilterIdentity, dropped_total: u64) {
+    /// Adds what a filter instance newly reports dropped to `/metrics`. The count is checked
+    /// first: it only grows, and it cannot exceed the highest sequence number the instance has
+    /// sent (it cannot have dropped records it never numbered), so a caller cannot set the
+    /// metric to anything it likes.
+    fn note_dropped(&self, f: &FilterIdentity, dropped_total: u64, highest_sequence: u64) {
+        if dropped_total == 0 {
+            return;
+        }
+        if dropped_total > highest_sequence {
+            tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, highest_sequence, "ignored a dropped count larger than the records the filter numbered");
+            return;
+        }
         let Ok(mut map) = self.dropped.lock() else {
             return;
         };
+        let now = crate::time::now_ms();
+        if map.len() >= MAX_DROP_COUNTERS {
+            let mut ages: Vec<i64> = map.values().map(|d| d.seen_ms).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 10];
+            map.retain(|_, d| d.seen_ms > cutoff);
+        }
         let key = (f.node_id.clone(), f.worker, f.instance_id.clone());
-        let previous = map.insert(key, dropped_total).unwrap_or(0);
-        if dropped_total > previous {
+        let entry = map.entry(key).or_insert(DropCount {
+            total: 0,
+            seen_ms: now,
+        });
+        entry.seen_ms = now;
+        if dropped_total > entry.total {
             self.metrics
                 .filter_dropped_total
-                .fetch_add(dropped_total - previous, Relaxed);
+                .fetch_add(dropped_total - entry.total, Relaxed);
+            entry.total = dropped_total;
             tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, "filter reports dropped records");
         }
     }
@@ -232,10 +274,14 @@ impl AuditService for Ingest {
         &self,
         request: tonic::Request<ExportRequest>,
     ) -> Result<tonic::Response<ExportResponse>, tonic::Status> {
-        self.auth.check(request.metadata())?;
-        Ok(tonic::Response::new(
-            Ingest::export(self, request.into_inner()).await?,
-        ))
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let caller = self.auth.authenticate(request.metadata(), conn.as_ref())?;
+        let _slot = self.auth.acquire(&caller, SlotKind::Call)?;
+        let req = request.into_inner();
+        if let Some(f) = &req.filter {
+            self.auth.check_node(&caller, &f.node_id)?;
+        }
+        Ok(tonic::Response::new(Ingest::export(self, req).await?))
     }
 }
 

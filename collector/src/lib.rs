@@ -6,7 +6,6 @@
 
 pub mod alerts;
 pub mod api;
-pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -20,6 +19,7 @@ pub mod push;
 pub mod query;
 pub mod replay;
 pub mod report;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod target;

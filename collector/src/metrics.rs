@@ -1,8 +1,35 @@
 //! Counters for `GET /metrics` (Prometheus text format). Plain atomics: the hot path (ingest and
 //! the writer thread) only ever adds.
 
+use crate::security::conn::HandshakeCounters;
+use crate::security::filter_auth::FilterAuth;
+use crate::security::guard::Guard;
+use crate::security::tls::ReloadingTls;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+/// The security pieces whose counters `/metrics` shows.
+pub struct SecurityStats {
+    /// Filter authentication.
+    pub filters: Arc<FilterAuth>,
+    /// The API gate.
+    pub guard: Arc<Guard>,
+    /// gRPC handshakes.
+    pub grpc_handshakes: Arc<HandshakeCounters>,
+    /// HTTP handshakes.
+    pub http_handshakes: Arc<HandshakeCounters>,
+    /// gRPC TLS, when configured.
+    pub grpc_tls: Option<Arc<ReloadingTls>>,
+    /// HTTP TLS, when configured.
+    pub http_tls: Option<Arc<ReloadingTls>>,
+}
+
+impl std::fmt::Debug for SecurityStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecurityStats")
+    }
+}
 
 /// Upper bounds (seconds) of the commit latency histogram buckets.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -49,9 +76,78 @@ pub struct Metrics {
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
+    security: OnceLock<SecurityStats>,
 }
 
 impl Metrics {
+    /// Adds the security counters to the exposition (once, at start).
+    pub fn set_security(&self, stats: SecurityStats) {
+        let _ = self.security.set(stats);
+    }
+
+    fn render_security(&self, out: &mut String) {
+        let Some(s) = self.security.get() else {
+            return;
+        };
+        let f = &s.filters.counters;
+        let g = &s.guard.counters;
+        let _ = writeln!(
+            out,
+            "# HELP warden_grpc_refused_total Filter calls refused, by reason.\n# TYPE warden_grpc_refused_total counter"
+        );
+        for (reason, v) in [
+            ("unauthenticated", &f.unauthenticated),
+            ("permission_denied", &f.permission_denied),
+            ("over_limit", &f.over_limit),
+        ] {
+            let _ = writeln!(
+                out,
+                "warden_grpc_refused_total{{reason=\"{reason}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_http_refused_total API calls refused, by reason.\n# TYPE warden_http_refused_total counter"
+        );
+        for (reason, v) in [
+            ("unauthenticated", &g.unauthenticated),
+            ("forbidden", &g.forbidden),
+            ("rate_limited", &g.rate_limited),
+            ("cross_site", &g.cross_site),
+        ] {
+            let _ = writeln!(
+                out,
+                "warden_http_refused_total{{reason=\"{reason}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_tls_handshake_failures_total TLS handshakes that failed or timed out, by listener.\n# TYPE warden_tls_handshake_failures_total counter"
+        );
+        for (listener, h) in [("grpc", &s.grpc_handshakes), ("http", &s.http_handshakes)] {
+            let _ = writeln!(
+                out,
+                "warden_tls_handshake_failures_total{{listener=\"{listener}\"}} {}",
+                h.failed.load(Relaxed) + h.timed_out.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_tls_reloads_total Certificate and key reloads, by listener.\n# TYPE warden_tls_reloads_total counter"
+        );
+        for (listener, t) in [("grpc", &s.grpc_tls), ("http", &s.http_tls)] {
+            if let Some(t) = t {
+                let _ = writeln!(
+                    out,
+                    "warden_tls_reloads_total{{listener=\"{listener}\"}} {}",
+                    t.reloads()
+                );
+            }
+        }
+    }
+
     /// Records one group commit's latency.
     pub fn observe_commit(&self, seconds: f64) {
         for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
@@ -172,6 +268,7 @@ impl Metrics {
             "# HELP warden_decisions_entries Deny-list and allowlist entries.\n# TYPE warden_decisions_entries gauge\nwarden_decisions_entries {}",
             self.decisions_entries.load(Relaxed)
         );
+        self.render_security(&mut out);
         let name = "warden_store_commit_seconds";
         let _ = writeln!(
             out,

@@ -3,10 +3,11 @@
 //! each filter was sent and has acknowledged, and lets `warden ban` wait until a change has been
 //! handed to every connected stream.
 
-use crate::auth::BearerAuth;
 use crate::decisions::{Catchup, Change, Decisions};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::security::conn::ConnInfo;
+use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::time::{now_ms, rfc3339};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct FilterInfo {
     pub instance_id: String,
     /// Filter software version.
     pub filter_version: String,
+    /// The credential the filter authenticated with.
+    pub credential: String,
     /// Peer address of the stream.
     pub peer: String,
     /// RFC 3339.
@@ -57,7 +60,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn add(&self, identity: &FilterIdentity, peer: String) -> u64 {
+    fn add(&self, identity: &FilterIdentity, credential: &str, peer: String) -> u64 {
         let id = self.next_id.fetch_add(1, Relaxed) + 1;
         let info = FilterInfo {
             stream_id: id,
@@ -65,6 +68,7 @@ impl Registry {
             worker: identity.worker,
             instance_id: identity.instance_id.clone(),
             filter_version: identity.filter_version.clone(),
+            credential: credential.to_string(),
             peer,
             connected_since: rfc3339(now_ms()),
             version_sent: 0,
@@ -138,7 +142,7 @@ impl Registry {
 pub struct Push {
     decisions: Arc<Decisions>,
     registry: Arc<Registry>,
-    auth: BearerAuth,
+    auth: Arc<FilterAuth>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
@@ -148,7 +152,7 @@ impl Push {
     pub fn new(
         decisions: Arc<Decisions>,
         registry: Arc<Registry>,
-        auth: BearerAuth,
+        auth: Arc<FilterAuth>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -232,11 +236,10 @@ impl DenyListService for Push {
         &self,
         request: tonic::Request<tonic::Streaming<FilterMessage>>,
     ) -> Result<tonic::Response<Self::SubscribeStream>, tonic::Status> {
-        self.auth.check(request.metadata())?;
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let conn = request.extensions().get::<ConnInfo>().cloned();
+        let caller = self.auth.authenticate(request.metadata(), conn.as_ref())?;
+        let slot = self.auth.acquire(&caller, SlotKind::Stream)?;
+        let peer = conn.map(|c| c.remote.to_string()).unwrap_or_default();
         let mut inbound = request.into_inner();
         let first = inbound.message().await?;
         let Some(FilterMessage {
@@ -253,9 +256,11 @@ impl DenyListService for Push {
         if identity.node_id.is_empty() {
             return Err(Error::invalid("subscribe.filter.node_id", "must not be empty").into());
         }
+        // Only a filter whose credential covers the node id learns the list (and its reasons).
+        self.auth.check_node(&caller, &identity.node_id)?;
         let (catchup, changes) = catch_up(&self.decisions, sub.known_version).await?;
         let (tx, rx) = mpsc::channel(16);
-        let id = self.registry.add(&identity, peer.clone());
+        let id = self.registry.add(&identity, caller.name(), peer.clone());
         self.metrics.filters_connected.fetch_add(1, Relaxed);
         tracing::info!(stream = id, node = %identity.node_id, worker = identity.worker, %peer, known_version = sub.known_version, "filter subscribed");
         let stream = StreamTask {
@@ -271,6 +276,7 @@ impl DenyListService for Push {
         let metrics = Arc::clone(&self.metrics);
         tokio::spawn(async move {
             stream.run(catchup).await;
+            drop(slot);
             registry.remove(id);
             metrics.filters_connected.fetch_sub(1, Relaxed);
             tracing::info!(stream = id, "filter unsubscribed");

@@ -5,8 +5,7 @@
 
 use crate::alerts::Alerter;
 use crate::api::{AppState, router};
-use crate::auth::BearerAuth;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
 use crate::decisions::{Decisions, expiry_task};
 use crate::detection::{Detection, RulesSource};
@@ -14,6 +13,17 @@ use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::push::{Push, Registry};
+use crate::security::api_auth::{ApiAuth, ApiCredential};
+use crate::security::audit_log::ApiAudit;
+use crate::security::conn::{AcceptOptions, Accepted, ConnInfo, HandshakeCounters};
+use crate::security::credentials::{Pattern, Role, TokenHash};
+use crate::security::filter_auth::{FilterAuth, FilterCredential};
+use crate::security::guard::{Guard, GuardSettings, guard};
+use crate::security::local::{
+    ADMIN_TOKEN_FILE, CliConfig, FILTER_TOKEN_FILE, ensure_token, write_cli_config,
+};
+use crate::security::oidc::Oidc;
+use crate::security::tls::{ReloadingTls, TlsError};
 use crate::store::{Store, compaction_task, retention_task};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use warden_proto::pb::audit_service_server::AuditServiceServer;
 use warden_proto::pb::deny_list_service_server::DenyListServiceServer;
 
@@ -33,6 +42,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive on filter connections, so a vanished Envoy's Subscribe stream is noticed and
 /// dropped from `warden filters` even when no deny-list change is pushed to it.
 const GRPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// How long a TLS handshake may take before the connection is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +61,12 @@ pub enum ServeError {
     /// The store could not be opened.
     #[error("{0}")]
     Store(#[from] Error),
+    /// The configuration cannot be served as written (exposure, credentials, OIDC keys).
+    #[error("{0}")]
+    Config(String),
+    /// A listener's TLS files cannot be used.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
     /// The rules are invalid; every problem is listed, one per line.
     #[error("invalid rules, not starting:\n{0}")]
     Rules(#[from] warden_rules::RulesErrors),
@@ -98,6 +115,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
     on_bound: impl FnOnce(Bound) + Send,
 ) -> Result<(), ServeError> {
+    config
+        .check_exposure()
+        .map_err(|e: ConfigError| ServeError::Config(e.to_string()))?;
     // Rules first: an invalid rules file must stop startup before anything is opened or bound.
     let rules_source = RulesSource::from_config(&config);
     let rules = rules_source.load()?;
@@ -116,7 +136,7 @@ pub async fn serve(
         Arc::clone(&metrics),
     )?;
     let registry = Arc::new(Registry::default());
-    let auth = BearerAuth::new(config.grpc.token.clone());
+    let security = Security::start(&config).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let grpc_listener = TcpListener::bind(config.grpc.listen)
@@ -149,6 +169,38 @@ pub async fn serve(
                 source,
             })?,
     };
+    let grpc_incoming = Accepted::start(
+        grpc_listener,
+        security.grpc_tls.clone(),
+        AcceptOptions {
+            keepalive: Some(GRPC_TCP_KEEPALIVE),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        },
+        Arc::clone(&security.grpc_handshakes),
+        stop_rx.clone(),
+        "gRPC",
+    )
+    .map_err(|source| ServeError::Bind {
+        what: "gRPC",
+        addr: config.grpc.listen,
+        source,
+    })?;
+    let http_incoming = Accepted::start(
+        http_listener,
+        security.http_tls.clone(),
+        AcceptOptions {
+            keepalive: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        },
+        Arc::clone(&security.http_handshakes),
+        stop_rx.clone(),
+        "HTTP",
+    )
+    .map_err(|source| ServeError::Bind {
+        what: "HTTP",
+        addr: config.http.listen,
+        source,
+    })?;
 
     let alerter = Alerter::start(&config.alerts, Arc::clone(&metrics));
     let detection = Detection::start(
@@ -163,14 +215,14 @@ pub async fn serve(
     let ingest = Ingest::new(
         Arc::clone(&store),
         config.limits.clone(),
-        auth.clone(),
+        Arc::clone(&security.filters),
         Arc::clone(&metrics),
     )
     .with_detection(Arc::clone(&detection));
     let push = Push::new(
         Arc::clone(&decisions),
         Arc::clone(&registry),
-        auth,
+        Arc::clone(&security.filters),
         Arc::clone(&metrics),
         stop_rx.clone(),
     );
@@ -182,15 +234,30 @@ pub async fn serve(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(
-            // TCP_NODELAY: a gRPC response is headers, data and trailers in separate writes;
-            // with Nagle the last waits for Envoy's delayed ACK (40 ms), which would add 40 ms
-            // to every Export round trip and to the brute-force detection loop.
-            TcpIncoming::from(grpc_listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(GRPC_TCP_KEEPALIVE)),
-            wait_stop(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(grpc_incoming, wait_stop(stop_rx.clone()));
+    let insecure = config.insecure_listeners();
+    if !insecure.is_empty() {
+        tracing::warn!(listeners = ?insecure, "plaintext on a non-loopback address (insecure = true): records, bans and credentials cross the network unencrypted");
+    }
+    let guard_state = Arc::new(Guard::new(GuardSettings {
+        auth: security.api,
+        audit: Arc::clone(&security.audit),
+        metrics_access: config.http.metrics,
+        listen: bound.http,
+        allowed_hosts: config.http.allowed_hosts.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
+        auth_failures_per_minute: config.http.auth_failures_per_minute,
+        max_body_bytes: config.http.max_body_bytes,
+        max_expensive_calls: config.http.max_expensive_calls,
+    }));
+    metrics.set_security(crate::metrics::SecurityStats {
+        filters: Arc::clone(&security.filters),
+        guard: Arc::clone(&guard_state),
+        grpc_handshakes: Arc::clone(&security.grpc_handshakes),
+        http_handshakes: Arc::clone(&security.http_handshakes),
+        grpc_tls: security.grpc_tls.clone(),
+        http_tls: security.http_tls.clone(),
+    });
     let app = router(AppState {
         store: Arc::clone(&store),
         main_db: Arc::new(ReadPool::new(main_db)),
@@ -198,10 +265,26 @@ pub async fn serve(
         registry,
         metrics,
         max_query_limit: config.limits.max_query_limit,
+        min_prefix_v4: config.limits.min_prefix_v4,
+        min_prefix_v6: config.limits.min_prefix_v6,
         propagation_wait: PROPAGATION_WAIT,
         detection: Arc::clone(&detection),
-    });
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(wait_stop(stop_rx.clone()));
+        audit: Arc::clone(&security.audit),
+        health: if insecure.is_empty() {
+            "ok\n".to_string()
+        } else {
+            format!(
+                "ok; warning: {} plaintext on a non-loopback address (insecure = true)\n",
+                insecure.join(" and ")
+            )
+        },
+    })
+    .layer(axum::middleware::from_fn_with_state(guard_state, guard));
+    let http = axum::serve(
+        http_incoming,
+        app.into_make_service_with_connect_info::<ConnInfo>(),
+    )
+    .with_graceful_shutdown(wait_stop(stop_rx.clone()));
     let grpc_task = tokio::spawn(grpc);
     let http_task = tokio::spawn(async move { http.await });
     tokio::spawn(expiry_task(
@@ -216,6 +299,16 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
+    for tls in [security.grpc_tls.clone(), security.http_tls.clone()]
+        .into_iter()
+        .flatten()
+    {
+        tokio::spawn(tls.watch(stop_rx.clone()));
+    }
+    if let Some(oidc) = security.oidc.clone() {
+        tokio::spawn(oidc.refresh(stop_rx.clone()));
+    }
+    write_cli_settings(&config, bound, security.admin_token_file.as_deref());
 
     tracing::info!(grpc = %bound.grpc, http = %bound.http, data_dir = %config.storage.data_dir.display(), version = decisions.version(), "warden collector listening");
     if let Some(path) = &ready_file {
@@ -240,6 +333,7 @@ pub async fn serve(
     .await;
     detection.close().await;
     store.close().await;
+    security.audit.close();
     let Ok((grpc, http)) = drained else {
         tracing::warn!("servers did not drain within {DRAIN_TIMEOUT:?}; stopped anyway");
         return Ok(());
@@ -276,6 +370,130 @@ pub async fn serve(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The security pieces `serve` builds from the configuration.
+struct Security {
+    filters: Arc<FilterAuth>,
+    api: ApiAuth,
+    oidc: Option<Arc<Oidc>>,
+    audit: Arc<ApiAudit>,
+    grpc_tls: Option<Arc<ReloadingTls>>,
+    http_tls: Option<Arc<ReloadingTls>>,
+    grpc_handshakes: Arc<HandshakeCounters>,
+    http_handshakes: Arc<HandshakeCounters>,
+    admin_token_file: Option<PathBuf>,
+}
+
+impl Security {
+    async fn start(config: &Config) -> Result<Security, ServeError> {
+        let data = &config.storage.data_dir;
+        std::fs::create_dir_all(data).map_err(|e| {
+            ServeError::Config(format!(
+                "cannot create the data directory {}: {e}",
+                data.display()
+            ))
+        })?;
+        let everything = || -> Result<Vec<Pattern>, ServeError> {
+            Ok(vec!["*".parse().map_err(ServeError::Config)?])
+        };
+        let mut filter_extra = Vec::new();
+        if config.grpc.local_credential {
+            let token = ensure_token(&data.join(FILTER_TOKEN_FILE))?;
+            filter_extra.push(FilterCredential::token(
+                "local",
+                TokenHash::of(&token),
+                everything()?,
+            ));
+        }
+        if let Some(token) = &config.grpc.token {
+            tracing::warn!(
+                "grpc.token is one secret for every filter and every node id; prefer [[grpc.credentials]] with node_ids"
+            );
+            filter_extra.push(FilterCredential::token(
+                "shared-token",
+                TokenHash::of(token),
+                everything()?,
+            ));
+        }
+        let filters = Arc::new(
+            FilterAuth::new(
+                &config.grpc.credentials,
+                filter_extra,
+                config.grpc.max_calls_per_credential,
+                config.grpc.max_streams_per_credential,
+            )
+            .map_err(ServeError::Config)?,
+        );
+        if filters.is_empty() {
+            tracing::warn!("no filter credential is configured: every filter will be refused");
+        }
+        let oidc = match &config.http.oidc {
+            Some(o) => Some(Oidc::load(o).await.map_err(ServeError::Config)?),
+            None => None,
+        };
+        let mut api_extra = Vec::new();
+        let admin_token_file = config.http.local_admin.then(|| data.join(ADMIN_TOKEN_FILE));
+        if let Some(file) = &admin_token_file {
+            let token = ensure_token(file)?;
+            api_extra.push(ApiCredential::token(
+                "local-admin",
+                Role::Admin,
+                TokenHash::of(&token),
+            ));
+        }
+        let api = ApiAuth::new(&config.http.credentials, api_extra, oidc.clone())
+            .map_err(ServeError::Config)?;
+        let audit = Arc::new(ApiAudit::open(data, config.storage.synchronous)?);
+        let grpc_tls = config
+            .grpc
+            .tls
+            .as_ref()
+            .map(|t| ReloadingTls::load(t, "gRPC"))
+            .transpose()?;
+        let http_tls = config
+            .http
+            .tls
+            .as_ref()
+            .map(|t| ReloadingTls::load(t, "HTTP"))
+            .transpose()?;
+        Ok(Security {
+            filters,
+            api,
+            oidc,
+            audit,
+            grpc_tls,
+            http_tls,
+            grpc_handshakes: Arc::default(),
+            http_handshakes: Arc::default(),
+            admin_token_file,
+        })
+    }
+}
+
+/// Writes `<data_dir>/cli.toml` so that the CLI on this machine reaches the API with the local
+/// admin token (and trusts the API's CA when it speaks TLS). A failure is logged: the collector
+/// serves all the same.
+fn write_cli_settings(config: &Config, bound: Bound, token_file: Option<&Path>) {
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let host = match bound.http.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv6() => "[::1]".to_string(),
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    let tls = config.http.tls.as_ref();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let settings = CliConfig {
+        server: Some(format!("{scheme}://{host}:{}", bound.http.port())),
+        ca: tls.and_then(|t| t.client_ca.as_deref()).map(absolute),
+        token_file: token_file.map(absolute),
+        cert: None,
+        key: None,
+    };
+    if let Err(e) = write_cli_config(&config.storage.data_dir, &settings) {
+        tracing::warn!(error = %e, "cannot write the CLI settings");
+    }
 }
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {

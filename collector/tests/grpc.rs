@@ -10,7 +10,6 @@ mod common;
 use common::{Collector, Stream, identity};
 use serde_json::{Value, json};
 use std::time::Duration;
-use tonic::transport::Channel;
 use warden_collector::config::{Config, Synchronous};
 use warden_proto::pb::audit_service_client::AuditServiceClient;
 use warden_proto::pb::{AccessRecord, Action, ExportRequest, deny_list_update::Update};
@@ -32,8 +31,8 @@ async fn start(edit: impl FnOnce(&mut Config)) -> Collector {
     c
 }
 
-async fn audit_client(c: &Collector) -> AuditServiceClient<Channel> {
-    AuditServiceClient::new(c.channel().await)
+async fn audit_client(c: &Collector) -> common::Audit {
+    c.audit().await
 }
 
 async fn records(c: &Collector, query: &str) -> Vec<Value> {
@@ -128,15 +127,28 @@ async fn a_retried_batch_is_stored_once() {
 }
 
 #[tokio::test]
-async fn a_configured_token_is_required() {
+async fn a_filter_without_a_valid_credential_is_refused() {
     let mut c = start(|cfg| cfg.grpc.token = Some("s3cret".into())).await;
-    let mut client = audit_client(&c).await;
-    let err = client.export(batch(vec![record(1)])).await.unwrap_err();
+    let mut anonymous = AuditServiceClient::new(c.channel().await);
+    let err = anonymous.export(batch(vec![record(1)])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut req = tonic::Request::new(batch(vec![record(1)]));
+    req.metadata_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    let err = anonymous.export(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     let mut req = tonic::Request::new(batch(vec![record(1)]));
     req.metadata_mut()
         .insert("authorization", "Bearer s3cret".parse().unwrap());
-    assert_eq!(client.export(req).await.unwrap().into_inner().accepted, 1);
+    assert_eq!(
+        anonymous.export(req).await.unwrap().into_inner().accepted,
+        1
+    );
+    let metrics = c.metrics_text().await;
+    assert!(
+        metrics.contains("warden_grpc_refused_total{reason=\"unauthenticated\"} 2"),
+        "{metrics}"
+    );
     c.stop().await;
 }
 

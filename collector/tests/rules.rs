@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_collector::config::Config;
 use warden_collector::server::serve;
-use warden_proto::pb::audit_service_client::AuditServiceClient;
 use warden_proto::pb::{AccessRecord, ExportRequest, deny_list_update::Update};
 
 const BRUTE_FORCE: &str = r#"
@@ -49,7 +48,8 @@ async fn start(toml: &str, files: &[(&str, &str)]) -> Collector {
 }
 
 async fn export(c: &Collector, records: Vec<AccessRecord>) {
-    AuditServiceClient::new(c.channel().await)
+    c.audit()
+        .await
         .export(ExportRequest {
             filter: Some(identity(0)),
             records,

@@ -110,6 +110,12 @@ unsafe extern "C" {
     fn proxy_dequeue_shared_queue(queue: u32, out: *mut *mut u8, len: *mut usize) -> u32;
 }
 
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+unsafe extern "C" {
+    fn environ_sizes_get(count: *mut usize, size: *mut usize) -> u16;
+    fn environ_get(pointers: *mut *mut u8, buffer: *mut u8) -> u16;
+}
+
 fn status(code: u32) -> Result<(), Status> {
     if code == 0 { Ok(()) } else { Err(Status(code)) }
 }
@@ -359,6 +365,28 @@ impl Host for WasmHost {
     fn enqueue(&self, queue: u32, value: &[u8]) -> Result<(), Status> {
         // SAFETY: a valid slice for the duration of the call.
         status(unsafe { proxy_enqueue_shared_queue(queue, value.as_ptr(), value.len()) })
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        let (mut count, mut size) = (0usize, 0usize);
+        // SAFETY: valid out-pointers.
+        if unsafe { environ_sizes_get(&mut count, &mut size) } != 0 || count == 0 {
+            return None;
+        }
+        let mut pointers: Vec<*mut u8> = vec![null_mut(); count];
+        let mut buffer: Vec<u8> = vec![0; size];
+        // SAFETY: the host writes `count` pointers into `pointers` and `size` bytes of
+        // NUL-terminated `NAME=value` strings into `buffer`, as environ_sizes_get announced.
+        if unsafe { environ_get(pointers.as_mut_ptr(), buffer.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        buffer
+            .split(|b| *b == 0)
+            .filter_map(|entry| std::str::from_utf8(entry).ok())
+            .find_map(|entry| {
+                let (key, value) = entry.split_once('=')?;
+                (key == name).then(|| value.to_string())
+            })
     }
 
     fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, Status> {

@@ -57,8 +57,13 @@ pub struct CollectorConfig {
     pub authority: String,
     /// Timeout of one `Export` call.
     pub timeout_ms: u64,
-    /// When set, sent as `authorization: Bearer <token>` on every call.
+    /// When set, sent as `authorization: Bearer <token>` on every call. Prefer `token_env`:
+    /// a token here is written in Envoy's configuration.
     pub token: String,
+    /// The name of an environment variable of the Wasm VM holding the token (Envoy's
+    /// `vm_config.environment_variables`, fed from a Secret), so the token is never written in
+    /// a plain configuration.
+    pub token_env: String,
 }
 
 impl Default for CollectorConfig {
@@ -68,6 +73,7 @@ impl Default for CollectorConfig {
             authority: String::new(),
             timeout_ms: 5000,
             token: String::new(),
+            token_env: String::new(),
         }
     }
 }
@@ -271,6 +277,23 @@ impl Config {
             return Err(invalid("collector.cluster", "must not be empty"));
         }
         range("collector.timeout_ms", c.timeout_ms, 1, 600_000)?;
+        if !c.token.is_empty() && !c.token_env.is_empty() {
+            return Err(invalid(
+                "collector.token_env",
+                "set collector.token or collector.token_env, not both",
+            ));
+        }
+        if !c.token_env.is_empty()
+            && !c
+                .token_env
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "collector.token_env",
+                format!("{:?} is not an environment variable name", c.token_env),
+            ));
+        }
         let b = &self.batch;
         range("batch.max_records", b.max_records, 1, 10_000)?;
         range(

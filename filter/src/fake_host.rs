@@ -147,6 +147,7 @@ pub struct FakeHost {
     pub log_level: Cell<Option<LogLevel>>,
     tick_ms: Cell<u32>,
     counts: RefCell<Counts>,
+    env: RefCell<HashMap<String, String>>,
 }
 
 fn pairs_of(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
@@ -216,6 +217,13 @@ impl FakeHost {
         self.properties
             .borrow_mut()
             .insert(path.to_string(), value.to_vec());
+    }
+
+    /// Sets an environment variable of the VM.
+    pub fn set_env(&self, name: &str, value: &str) {
+        self.env
+            .borrow_mut()
+            .insert(name.to_string(), value.to_string());
     }
 
     /// Sets the plugin configuration.
@@ -526,5 +534,12 @@ impl Host for FakeHost {
         drop(q);
         self.count("dequeue", item.as_ref().map(Vec::len));
         Ok(item)
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        let _quiet = quiet();
+        let value = self.env.borrow().get(name).cloned();
+        self.count("env_var", value.as_ref().map(String::len));
+        value
     }
 }

@@ -160,6 +160,9 @@ pub trait Host {
     fn enqueue(&self, queue: u32, value: &[u8]) -> Result<(), Status>;
     /// `proxy_dequeue_shared_queue`; `Ok(None)` when the queue is empty.
     fn dequeue(&self, queue: u32) -> Result<Option<Vec<u8>>, Status>;
+    /// An environment variable of the VM (WASI `environ_get`: Envoy's
+    /// `vm_config.environment_variables`); `None` when unset.
+    fn env_var(&self, name: &str) -> Option<String>;
 }
 
 /// A property path in the ABI's form: segments separated by NUL.

@@ -265,9 +265,26 @@ impl Vm {
             }
             (false, None) => None,
         };
+        let token = if config.collector.token_env.is_empty() {
+            config.collector.token.clone()
+        } else {
+            match host.env_var(&config.collector.token_env) {
+                Some(t) if !t.trim().is_empty() => t.trim().to_string(),
+                _ => {
+                    host.log(
+                        LogLevel::Error,
+                        &format!(
+                            "warden: invalid configuration: collector.token_env: {} is not set in the Wasm VM's environment (list it in vm_config.environment_variables.host_env_keys)",
+                            config.collector.token_env
+                        ),
+                    );
+                    return false;
+                }
+            }
+        };
         let mut metadata = Vec::new();
-        if !config.collector.token.is_empty() {
-            let bearer = format!("Bearer {}", config.collector.token);
+        if !token.is_empty() {
+            let bearer = format!("Bearer {token}");
             serialize_pairs(
                 std::iter::once((&b"authorization"[..], bearer.as_bytes())),
                 &mut metadata,

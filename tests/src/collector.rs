@@ -170,6 +170,41 @@ impl Collector {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The local admin token `warden serve` created in its data directory.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The local filter token `warden serve` created in its data directory.
+    pub fn filter_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("filter.token"))
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// An HTTP client that sends `token` as a bearer token (none: no credential).
+    pub fn http_with(token: Option<&str>) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(value) = token
+            .filter(|t| !t.is_empty())
+            .and_then(|t| format!("Bearer {t}").parse().ok())
+        {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// An HTTP client with the local admin token.
+    pub fn http(&self) -> reqwest::Client {
+        Self::http_with(Some(&self.admin_token()))
+    }
+
     /// `GET /api/v1/records?{query}`, returning the records.
     pub async fn records(&self, query: &str) -> Result<Vec<Value>, String> {
         let url = format!("{}/api/v1/records?{query}", self.base_url());
@@ -180,12 +215,11 @@ impl Collector {
             .ok_or_else(|| format!("no records array in {body}"))
     }
 
-    /// GETs `url` and parses the JSON body; a non-2xx status is an error carrying the body.
+    /// GETs `url` as the local admin and parses the JSON body; a non-2xx status is an error
+    /// carrying the body.
     pub async fn get_json(&self, url: &str) -> Result<Value, String> {
-        let response = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .map_err(|e| e.to_string())?
+        let response = self
+            .http()
             .get(url)
             .send()
             .await
@@ -198,12 +232,14 @@ impl Collector {
         serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
     }
 
-    /// Runs the `warden` CLI against this collector (`--server` set).
+    /// Runs the `warden` CLI against this collector, as on its machine: it finds the server
+    /// and the local admin token through the data directory.
     pub fn cli(&self, args: &[&str]) -> Output {
         let bin = paths::warden_bin();
         Command::new(bin)
             .args(args)
-            .env("WARDEN_SERVER", self.base_url())
+            .env("WARDEN_DATA_DIR", self.data_dir())
+            .env_remove("WARDEN_TOKEN")
             .stdin(Stdio::null())
             .output()
             .expect("run warden CLI")

@@ -33,21 +33,47 @@ pub struct EnvoyOptions {
     /// More `${NAME}` placeholders (name, value) for templates beyond the standard one, filled
     /// in after the standard ones.
     pub extra: Vec<(String, String)>,
+    /// The filter's collector token, handed to the VM as `WARDEN_FILTER_TOKEN` through Envoy's
+    /// `vm_config.environment_variables` (as a Secret would be), never written in the
+    /// configuration.
+    pub filter_token: Option<String>,
 }
 
 impl EnvoyOptions {
-    /// Defaults: one worker, a filter configuration that flushes every 100 ms so tests see
-    /// records quickly, and the standard template.
-    pub fn new(collector_grpc: SocketAddr, upstream: SocketAddr) -> Self {
+    /// Defaults for an Envoy whose filter talks to `collector` with its local filter token:
+    /// one worker, a filter configuration that flushes every 100 ms so tests see records
+    /// quickly, and the standard template.
+    pub fn new(collector: &crate::Collector, upstream: SocketAddr) -> Self {
         EnvoyOptions {
             filter_config: serde_json::json!({ "batch": { "flush_interval_ms": 100 } }),
             concurrency: 1,
-            collector_grpc,
+            collector_grpc: collector.grpc,
             upstream,
             node_id: next_node_id(),
             template: paths::envoy_template(),
             extra: Vec::new(),
+            filter_token: Some(collector.filter_token()).filter(|t| !t.is_empty()),
         }
+    }
+
+    /// The filter configuration Envoy gets: the test's, reading its token from the VM's
+    /// environment unless the test set a token itself.
+    fn effective_filter_config(&self) -> Value {
+        let mut config = self.filter_config.clone();
+        if self.filter_token.is_some()
+            && let Some(obj) = config.as_object_mut()
+        {
+            let collector = obj
+                .entry("collector")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(c) = collector.as_object_mut()
+                && !c.contains_key("token")
+                && !c.contains_key("token_env")
+            {
+                c.insert("token_env".into(), "WARDEN_FILTER_TOKEN".into());
+            }
+        }
+        config
     }
 }
 
@@ -101,7 +127,10 @@ impl Envoy {
                 options.collector_grpc.port().to_string(),
             ),
             ("WASM_PATH", wasm.display().to_string()),
-            ("FILTER_CONFIG", options.filter_config.to_string()),
+            (
+                "FILTER_CONFIG",
+                options.effective_filter_config().to_string(),
+            ),
         ];
         values.extend(
             options
@@ -115,7 +144,11 @@ impl Envoy {
         let log_path = dir.path().join("envoy.log");
         std::fs::write(&config_path, bootstrap).map_err(|e| e.to_string())?;
         let log = File::create(&log_path).map_err(|e| e.to_string())?;
-        let child = Command::new(envoy_bin)
+        let mut command = Command::new(envoy_bin);
+        if let Some(token) = &options.filter_token {
+            command.env("WARDEN_FILTER_TOKEN", token);
+        }
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .arg("--admin-address-path")

@@ -35,7 +35,7 @@ impl Stack {
             .await
             .expect("start upstream");
         let collector = Collector::start_with_config(config).await;
-        let mut options = EnvoyOptions::new(collector.grpc, upstream);
+        let mut options = EnvoyOptions::new(&collector, upstream);
         configure(&mut options);
         let envoy = Envoy::start(options).await;
         let stack = Stack {

@@ -372,7 +372,7 @@ async fn an_invalid_filter_configuration_is_refused_at_load_naming_the_field() {
     let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let mut options = EnvoyOptions::new(collector.grpc, upstream);
+    let mut options = EnvoyOptions::new(&collector, upstream);
     options.filter_config = json!({ "batch": { "max_records": 0 } });
     let failure = match Envoy::try_start(options).await {
         Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
@@ -383,7 +383,7 @@ async fn an_invalid_filter_configuration_is_refused_at_load_naming_the_field() {
         "the log must name the field:\n{failure}"
     );
 
-    let mut options = EnvoyOptions::new(collector.grpc, upstream);
+    let mut options = EnvoyOptions::new(&collector, upstream);
     options.filter_config = json!({ "batch": { "max_recrods": 10 } });
     let failure = match Envoy::try_start(options).await {
         Ok(_) => panic!("Envoy accepted an unknown filter configuration field"),

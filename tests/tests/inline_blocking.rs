@@ -206,7 +206,7 @@ async fn decisions_survive_a_collector_restart_and_reach_an_envoy_started_later(
     assert!(decisions.contains("127.0.0.13"), "{decisions}");
 
     // A new Envoy gets the ban in its first snapshot.
-    let mut options = EnvoyOptions::new(stack.collector.grpc, stack.upstream);
+    let mut options = EnvoyOptions::new(&stack.collector, stack.upstream);
     options.concurrency = 1;
     let late = Envoy::start(options).await;
     wait_for_status(&late, "127.0.0.13", "/anything", 403).await;

@@ -6,17 +6,45 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use serde_json::Value;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use warden_collector::config::Config;
 use warden_collector::server::{Bound, ServeError, serve};
+use warden_proto::pb::audit_service_client::AuditServiceClient;
 use warden_proto::pb::deny_list_service_client::DenyListServiceClient;
 use warden_proto::pb::{
     Ack, DenyListUpdate, FilterIdentity, FilterMessage, SubscribeRequest, deny_list_update::Update,
     filter_message,
 };
+
+/// Sends `authorization: Bearer <token>` on every gRPC call, as a filter with a token does.
+#[derive(Clone)]
+pub struct Bearer(pub Option<MetadataValue<Ascii>>);
+
+impl Bearer {
+    /// A bearer of `token`.
+    pub fn of(token: &str) -> Bearer {
+        Bearer(Some(format!("Bearer {token}").parse().unwrap()))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// An Export client that authenticates with the collector's local filter token.
+pub type Audit = AuditServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// A running collector; `stop` shuts it down gracefully.
 pub struct Collector {
@@ -24,14 +52,21 @@ pub struct Collector {
     pub bound: Bound,
     /// Its configuration and data directory.
     pub dir: tempfile::TempDir,
+    /// Its data directory.
+    pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
     http: reqwest::Client,
+    /// The local admin token (every HTTP helper sends it).
+    pub admin_token: String,
+    /// The local filter token (the gRPC helpers send it).
+    pub filter_token: String,
 }
 
 impl Collector {
     /// Serves `config` (whose files live in `dir`), writing a ready file into `dir`.
     pub async fn start(config: Config, dir: tempfile::TempDir) -> Collector {
+        let data_dir = config.storage.data_dir.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound_tx, bound_rx) = oneshot::channel();
         let task = tokio::spawn(serve(
@@ -45,13 +80,44 @@ impl Collector {
             },
         ));
         let bound = bound_rx.await.expect("server started");
+        let token = |file: &str| {
+            std::fs::read_to_string(data_dir.join(file))
+                .map(|t| t.trim().to_string())
+                .unwrap_or_default()
+        };
+        let admin_token = token("admin.token");
+        let filter_token = token("filter.token");
         Collector {
             bound,
             dir,
+            data_dir,
             stop: Some(stop),
             task: Some(task),
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            http: Self::http_with(Some(&admin_token)),
+            admin_token,
+            filter_token,
         }
+    }
+
+    /// An HTTP client sending `token` (none: no credential).
+    pub fn http_with(token: Option<&str>) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+        }
+        reqwest::Client::builder()
+            .no_proxy()
+            .default_headers(headers)
+            .build()
+            .unwrap()
+    }
+
+    /// An Export client with the local filter token.
+    pub async fn audit(&self) -> Audit {
+        AuditServiceClient::with_interceptor(self.channel().await, Bearer::of(&self.filter_token))
     }
 
     /// The ready file's contents.
@@ -160,11 +226,12 @@ impl Stream {
         })
         .await
         .unwrap();
-        let rx = DenyListServiceClient::new(c.channel().await)
-            .subscribe(ReceiverStream::new(out))
-            .await
-            .unwrap()
-            .into_inner();
+        let rx =
+            DenyListServiceClient::with_interceptor(c.channel().await, Bearer::of(&c.filter_token))
+                .subscribe(ReceiverStream::new(out))
+                .await
+                .unwrap()
+                .into_inner();
         Stream { tx, rx }
     }
 

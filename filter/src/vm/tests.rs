@@ -675,3 +675,27 @@ fn a_worker_at_twenty_thousand_requests_a_second_drops_nothing_with_a_healthy_co
     assert!(completed <= 100, "few large calls: {completed}");
     assert_eq!(s.host.metric("warden.records_dropped"), 0);
 }
+
+#[test]
+fn the_collector_token_can_come_from_the_vm_environment() {
+    let host = FakeHost::new();
+    let config = r#"{"collector": {"token_env": "WARDEN_FILTER_TOKEN"}}"#;
+    host.set_configuration(config);
+    assert!(!Vm::new().configure(&host, config.len()));
+    assert!(host.logged("collector.token_env: WARDEN_FILTER_TOKEN is not set"));
+    host.set_env("WARDEN_FILTER_TOKEN", "wdn_from_secret\n");
+    let mut vm = Vm::new();
+    assert!(vm.configure(&host, config.len()));
+    host.set_request_headers(&[(":path", b"/")]);
+    host.set_evaluator(|text| Ok(evaluate(text, &Values::default())));
+    vm.log(&host, 1);
+    host.set_now_ms(1_700_000_100_000);
+    vm.tick(&host);
+    assert_eq!(
+        host.calls.borrow()[0].metadata,
+        vec![(
+            "authorization".to_string(),
+            "Bearer wdn_from_secret".to_string()
+        )]
+    );
+}

@@ -41,13 +41,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-fn http() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().build()?)
-}
-
-async fn post_json(url: &str, body: &Value) -> Result<Value> {
-    let response = http()?
-        .post(url)
+async fn post_json(collector: &Collector, path: &str, body: &Value) -> Result<Value> {
+    let url = format!("{}{path}", collector.base_url());
+    let response = collector
+        .http()
+        .post(&url)
         .json(body)
         .send()
         .await
@@ -62,7 +60,7 @@ async fn post_json(url: &str, body: &Value) -> Result<Value> {
 
 async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> {
     let collector = Collector::start().await;
-    let mut options = EnvoyOptions::new(collector.grpc, upstream);
+    let mut options = EnvoyOptions::new(&collector, upstream);
     options.concurrency = 2;
     let envoy = Envoy::start(options).await;
     wait_all_acked(&collector, 3).await?;
@@ -92,8 +90,9 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
             .context("sender stopped before its first response")?;
         let called = Instant::now();
         post_json(
-            &format!("{}/api/v1/decisions", collector.base_url()),
-            &json!({ "target": source, "reason": "propagation benchmark", "actor": "bench" }),
+            &collector,
+            "/api/v1/decisions",
+            &json!({ "target": source, "reason": "propagation benchmark" }),
         )
         .await?;
         let returned = Instant::now();
@@ -250,19 +249,17 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 async fn ban(collector: &Collector, target: &str) -> Result<()> {
     post_json(
-        &format!("{}/api/v1/decisions", collector.base_url()),
-        &json!({ "target": target, "reason": "lookup benchmark", "actor": "bench" }),
+        collector,
+        "/api/v1/decisions",
+        &json!({ "target": target, "reason": "lookup benchmark" }),
     )
     .await?;
     Ok(())
 }
 
 async fn unban(collector: &Collector, target: &str) -> Result<()> {
-    let url = format!(
-        "{}/api/v1/decisions?target={target}&actor=bench",
-        collector.base_url()
-    );
-    let response = http()?.delete(&url).send().await?;
+    let url = format!("{}/api/v1/decisions?target={target}", collector.base_url());
+    let response = collector.http().delete(&url).send().await?;
     if !response.status().is_success() {
         bail!("DELETE {url}: {}", response.status());
     }
@@ -277,10 +274,10 @@ async fn scale(
 ) -> Result<()> {
     let empty = Collector::start().await;
     let full = Collector::start().await;
-    let mut options = EnvoyOptions::new(empty.grpc, upstream);
+    let mut options = EnvoyOptions::new(&empty, upstream);
     options.concurrency = 1;
     let envoy_empty = Envoy::start(options).await;
-    let mut options = EnvoyOptions::new(full.grpc, upstream);
+    let mut options = EnvoyOptions::new(&full, upstream);
     options.concurrency = 1;
     let envoy_full = Envoy::start(options.clone()).await;
     wait_all_acked(&empty, 2).await?;
@@ -292,8 +289,9 @@ async fn scale(
     let load_started = Instant::now();
     for chunk in targets.chunks(100_000) {
         post_json(
-            &format!("{}/api/v1/decisions/bulk", full.base_url()),
-            &json!({ "targets": chunk, "reason": "scale benchmark", "actor": "bench" }),
+            &full,
+            "/api/v1/decisions/bulk",
+            &json!({ "targets": chunk, "reason": "scale benchmark" }),
         )
         .await?;
     }

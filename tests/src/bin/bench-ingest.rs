@@ -88,7 +88,15 @@ async fn run(label: &str, config: &str, records: u64, senders: u64, batch_size: 
             .tcp_nodelay(true)
             .connect()
             .await?;
-        clients.push(AuditServiceClient::new(channel).max_encoding_message_size(64 << 20));
+        let bearer: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {}", collector.filter_token()).parse()?;
+        clients.push(
+            AuditServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+                req.metadata_mut().insert("authorization", bearer.clone());
+                Ok(req)
+            })
+            .max_encoding_message_size(64 << 20),
+        );
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
