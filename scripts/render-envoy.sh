@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Renders an Envoy bootstrap template to stdout, replacing each ${NAME} with its value.
-# Usage: render-envoy.sh TEMPLATE NAME=VALUE... [--without-filter]
+# Usage: render-envoy.sh TEMPLATE NAME=VALUE... [--without-filter] [--without-collector-tls]
 # --without-filter drops the block between "# BEGIN warden-filter" and "# END warden-filter"
-# (benchmarks use it to measure Envoy without the filter).
+# (benchmarks use it to measure Envoy without the filter); --without-collector-tls drops the
+# "collector-tls" block (plaintext to a collector on loopback).
 set -euo pipefail
-[ $# -ge 1 ] || { echo "usage: $0 TEMPLATE NAME=VALUE... [--without-filter]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: $0 TEMPLATE NAME=VALUE... [--without-filter] [--without-collector-tls]" >&2; exit 2; }
 template=$1; shift
 [ -f "$template" ] || { echo "render-envoy: no template at $template" >&2; exit 1; }
 TEMPLATE="$template" python3 - "$@" <<'PY'
@@ -14,6 +15,9 @@ values = {}
 for arg in sys.argv[1:]:
     if arg == "--without-filter":
         text = re.sub(r"\n[ \t]*# BEGIN warden-filter.*?# END warden-filter[^\n]*", "", text, flags=re.S)
+        continue
+    if arg == "--without-collector-tls":
+        text = re.sub(r"\n[ \t]*# BEGIN collector-tls.*?# END collector-tls[^\n]*", "", text, flags=re.S)
         continue
     name, sep, value = arg.partition("=")
     if not sep:

@@ -4,9 +4,13 @@
 //! ingestion or rule evaluation: when the queue is full the alert is dropped and counted
 //! (`warden_alerts_dropped_total`). Each destination is retried with exponential backoff up to
 //! `max_attempts`; a delivery that still fails is counted in `warden_alerts_failed_total`.
+//!
+//! Destinations are checked by [`crate::security::outbound`]: no redirects, only permitted
+//! addresses, and logs name a destination by `scheme://host:port` alone.
 
 use crate::config::AlertsConfig;
 use crate::metrics::Metrics;
+use crate::security::outbound::{self, Destinations};
 use crate::time::rfc3339;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -124,11 +128,16 @@ pub fn alertmanager_body(alert: &Alert) -> Value {
 }
 
 async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metrics: Arc<Metrics>) {
-    let client = match reqwest::Client::builder()
-        .no_proxy()
-        .timeout(config.timeout.0)
-        .build()
-    {
+    let destinations = match Destinations::parse(&config.allowed_destinations) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            // The configuration was validated at load; this cannot happen, and sending anyway
+            // would ignore the operator's list.
+            tracing::error!(error = %e, "alerts.allowed_destinations is invalid; alerts are disabled");
+            return;
+        }
+    };
+    let client = match outbound::client(Arc::clone(&destinations), config.timeout.0) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the alert HTTP client; alerts are disabled");
@@ -155,6 +164,11 @@ async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metri
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return;
             };
+            if let Err(reason) = outbound::check_literal(&destinations, &url) {
+                metrics.alerts_failed.fetch_add(1, Relaxed);
+                tracing::warn!(destination = %outbound::display(&url), %reason, "alert destination refused");
+                continue;
+            }
             let (client, metrics) = (client.clone(), Arc::clone(&metrics));
             let (attempts, backoff) = (config.max_attempts, config.initial_backoff.0);
             tokio::spawn(async move {
@@ -165,6 +179,15 @@ async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metri
     }
 }
 
+/// The innermost cause of an error (the message a person needs), without any URL.
+fn root(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 async fn deliver(
     client: &reqwest::Client,
     url: &str,
@@ -173,6 +196,7 @@ async fn deliver(
     mut backoff: Duration,
     metrics: &Metrics,
 ) {
+    let destination = outbound::display(url);
     for attempt in 1..=attempts {
         let result = client.post(url).json(body).send().await;
         let error = match result {
@@ -180,15 +204,17 @@ async fn deliver(
                 metrics.alerts_sent.fetch_add(1, Relaxed);
                 return;
             }
+            // A redirect is not followed (it could point anywhere, this machine included).
             Ok(r) => format!("HTTP {}", r.status()),
-            Err(e) => e.to_string(),
+            // The error's own text would carry the whole URL: strip it.
+            Err(e) => root(&e.without_url()),
         };
         if attempt == attempts {
             metrics.alerts_failed.fetch_add(1, Relaxed);
-            tracing::warn!(%url, attempts, %error, "alert delivery failed; giving up");
+            tracing::warn!(%destination, attempts, %error, "alert delivery failed; giving up");
             return;
         }
-        tracing::debug!(%url, attempt, %error, "alert delivery failed; retrying");
+        tracing::debug!(%destination, attempt, %error, "alert delivery failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

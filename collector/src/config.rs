@@ -84,6 +84,9 @@ pub struct AlertsConfig {
     pub queue: usize,
     /// Per-request timeout.
     pub timeout: HumanDuration,
+    /// Host names, addresses and CIDRs alerts may be sent to (empty: any, but loopback,
+    /// link-local and metadata addresses need an entry naming them by address).
+    pub allowed_destinations: Vec<String>,
 }
 
 /// Outcomes an `[alerts] on` list may name.
@@ -99,6 +102,7 @@ impl Default for AlertsConfig {
             initial_backoff: HumanDuration(Duration::from_millis(500)),
             queue: 1000,
             timeout: HumanDuration(Duration::from_secs(5)),
+            allowed_destinations: Vec::new(),
         }
     }
 }
@@ -623,6 +627,11 @@ impl Config {
             if !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(invalid("alerts", &format!("{url:?} is not an http:// URL")));
             }
+        }
+        if let Err(reason) =
+            crate::security::outbound::Destinations::parse(&self.alerts.allowed_destinations)
+        {
+            return Err(invalid("alerts.allowed_destinations", &reason));
         }
         if self.alerts.max_attempts == 0 || self.alerts.queue == 0 {
             return Err(invalid(

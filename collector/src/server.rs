@@ -23,7 +23,7 @@ use crate::security::local::{
     ADMIN_TOKEN_FILE, CliConfig, FILTER_TOKEN_FILE, ensure_token, write_cli_config,
 };
 use crate::security::oidc::Oidc;
-use crate::security::tls::{ReloadingTls, TlsError};
+use crate::security::tls::{Protocols, ReloadingTls, TlsError};
 use crate::store::{Store, compaction_task, retention_task};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -449,13 +449,13 @@ impl Security {
             .grpc
             .tls
             .as_ref()
-            .map(|t| ReloadingTls::load(t, "gRPC"))
+            .map(|t| ReloadingTls::load(t, Protocols::Http2, "gRPC"))
             .transpose()?;
         let http_tls = config
             .http
             .tls
             .as_ref()
-            .map(|t| ReloadingTls::load(t, "HTTP"))
+            .map(|t| ReloadingTls::load(t, Protocols::Http1, "HTTP"))
             .transpose()?;
         Ok(Security {
             filters,

@@ -378,7 +378,7 @@ async fn alerts_reach_a_webhook_after_a_failed_attempt() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let alerts = format!(
-        "{BRUTE_FORCE}\n[alerts]\nwebhooks = [\"http://{addr}/hook\"]\non = [\"banned\"]\ninitial_backoff = \"50ms\"\n"
+        "{BRUTE_FORCE}\n[alerts]\nwebhooks = [\"http://{addr}/hook\"]\non = [\"banned\"]\ninitial_backoff = \"50ms\"\nallowed_destinations = [\"127.0.0.1\"]\n"
     );
     let mut c = start(&alerts, &[]).await;
     export(&c, failed_logins("203.0.113.30", 1, 5)).await;

@@ -67,9 +67,20 @@ impl Collector {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Base URL of the HTTP API.
+    /// Base URL of the HTTP API, as `warden serve` announced it in `cli.toml` (https when the
+    /// API speaks TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.http)
+        self.cli_setting("server")
+            .unwrap_or_else(|| format!("http://{}", self.http))
+    }
+
+    /// A value of the `cli.toml` the collector wrote (`server`, `ca`, `token_file`).
+    fn cli_setting(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.data_dir().join("cli.toml")).ok()?;
+        text.lines().find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
     }
 
     async fn spawn(&mut self) {
@@ -184,8 +195,9 @@ impl Collector {
             .unwrap_or_default()
     }
 
-    /// An HTTP client that sends `token` as a bearer token (none: no credential).
-    pub fn http_with(token: Option<&str>) -> reqwest::Client {
+    /// An HTTP client for this collector's API that sends `token` as a bearer token (none: no
+    /// credential) and trusts the API's CA when it speaks TLS.
+    pub fn client(&self, token: Option<&str>) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(value) = token
             .filter(|t| !t.is_empty())
@@ -193,16 +205,22 @@ impl Collector {
         {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .default_headers(headers)
-            .build()
-            .expect("HTTP client")
+            .default_headers(headers);
+        if let Some(ca) = self
+            .cli_setting("ca")
+            .and_then(|ca| std::fs::read(ca).ok())
+            .and_then(|pem| reqwest::Certificate::from_pem(&pem).ok())
+        {
+            builder = builder.add_root_certificate(ca);
+        }
+        builder.build().expect("HTTP client")
     }
 
     /// An HTTP client with the local admin token.
     pub fn http(&self) -> reqwest::Client {
-        Self::http_with(Some(&self.admin_token()))
+        self.client(Some(&self.admin_token()))
     }
 
     /// `GET /api/v1/records?{query}`, returning the records.

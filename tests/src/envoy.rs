@@ -37,6 +37,21 @@ pub struct EnvoyOptions {
     /// `vm_config.environment_variables` (as a Secret would be), never written in the
     /// configuration.
     pub filter_token: Option<String>,
+    /// mTLS to the collector; `None`: plaintext (the template's collector-tls block is cut).
+    pub collector_tls: Option<CollectorTls>,
+}
+
+/// The files of the filter's TLS connection to the collector.
+#[derive(Clone, Debug)]
+pub struct CollectorTls {
+    /// The CA the collector's certificate must chain to.
+    pub ca: PathBuf,
+    /// The filter's client certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The name the collector's certificate must carry (and the SNI sent).
+    pub sni: String,
 }
 
 impl EnvoyOptions {
@@ -53,6 +68,7 @@ impl EnvoyOptions {
             template: paths::envoy_template(),
             extra: Vec::new(),
             filter_token: Some(collector.filter_token()).filter(|t| !t.is_empty()),
+            collector_tls: None,
         }
     }
 
@@ -117,6 +133,10 @@ impl Envoy {
             .map_err(|e| e.to_string())?;
         let template = std::fs::read_to_string(&options.template)
             .map_err(|e| format!("{}: {e}", options.template.display()))?;
+        let template = match &options.collector_tls {
+            Some(_) => template,
+            None => cut_block(&template, "collector-tls"),
+        };
         let mut values = vec![
             ("NODE_ID", options.node_id.clone()),
             ("ADMIN_PORT", "0".into()),
@@ -132,6 +152,14 @@ impl Envoy {
                 options.effective_filter_config().to_string(),
             ),
         ];
+        if let Some(tls) = &options.collector_tls {
+            values.extend([
+                ("COLLECTOR_SNI", tls.sni.clone()),
+                ("COLLECTOR_CA", tls.ca.display().to_string()),
+                ("FILTER_CERT", tls.cert.display().to_string()),
+                ("FILTER_KEY", tls.key.display().to_string()),
+            ]);
+        }
         values.extend(
             options
                 .extra
@@ -295,6 +323,29 @@ impl Drop for Envoy {
         self.kill();
         print_log_if_panicking("envoy", &self.dir.path().join("envoy.log"));
     }
+}
+
+/// Removes the lines from `# BEGIN <name>` to `# END <name>`.
+pub fn cut_block(template: &str, name: &str) -> String {
+    let begin = format!("# BEGIN {name}");
+    let end = format!("# END {name}");
+    let mut out = String::with_capacity(template.len());
+    let mut inside = false;
+    for line in template.lines() {
+        if line.trim_start().starts_with(&begin) {
+            inside = true;
+            continue;
+        }
+        if inside {
+            if line.trim_start().starts_with(&end) {
+                inside = false;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Replaces each `${NAME}` in `template`.

@@ -16,6 +16,6 @@ pub mod workload;
 
 pub use client::{Client, Response};
 pub use collector::Collector;
-pub use envoy::{Envoy, EnvoyOptions};
+pub use envoy::{CollectorTls, Envoy, EnvoyOptions};
 pub use eventually::eventually;
 pub use stack::Stack;

@@ -401,6 +401,17 @@ fn refuse(error: Error) -> Response {
     error.into_response()
 }
 
+/// 429 with `Retry-After`, so well-behaved clients know how long the block lasts.
+fn refuse_for(reason: String, wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut r = refuse(Error::TooManyRequests(format!(
+        "{reason}; retry in {seconds} s"
+    )));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    r
+}
+
 struct Call<'a> {
     guard: &'a Guard,
     endpoint: Option<&'static Endpoint>,
@@ -518,15 +529,10 @@ pub async fn guard(
         // Not audited one by one: a flood of refused guesses must not fill the audit trail;
         // the refusal that started the block was.
         g.counters.rate_limited.fetch_add(1, Relaxed);
-        let mut r = refuse(Error::TooManyRequests(format!(
-            "too many failed authentications from {}; retry in {} s",
-            conn.remote.ip(),
-            wait.as_secs().max(1)
-        )));
-        if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return refuse_for(
+            format!("too many failed authentications from {}", conn.remote.ip()),
+            wait,
+        );
     }
     let caller = match g.auth.authenticate(request.headers(), &conn) {
         Ok(c) => c,
@@ -535,11 +541,13 @@ pub async fn guard(
             let response = match g.failures.failed(conn.remote.ip()) {
                 Some(wait) => {
                     g.counters.rate_limited.fetch_add(1, Relaxed);
-                    refuse(Error::TooManyRequests(format!(
-                        "{e}; too many failed authentications from {}, retry in {} s",
-                        conn.remote.ip(),
-                        wait.as_secs().max(1)
-                    )))
+                    refuse_for(
+                        format!(
+                            "{e}; too many failed authentications from {}",
+                            conn.remote.ip()
+                        ),
+                        wait,
+                    )
                 }
                 None => refuse(e),
             };

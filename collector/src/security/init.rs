@@ -223,7 +223,10 @@ mod tests {
         let config = Config::load(Some(&config_path)).unwrap();
         let tls = config.grpc.tls.as_ref().unwrap();
         assert!(tls.cert.is_absolute() && tls.cert.exists());
-        assert!(crate::security::tls::server_config(tls).is_ok());
+        assert!(
+            crate::security::tls::server_config(tls, crate::security::tls::Protocols::Http2)
+                .is_ok()
+        );
         assert!(config.check_exposure().is_ok(), "TLS on both listeners");
         let token = std::fs::read_to_string(args.dir.join("admin.token")).unwrap();
         let hash = config.http.credentials[0].token_sha256.clone().unwrap();

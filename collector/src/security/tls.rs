@@ -143,8 +143,20 @@ fn fingerprint_files(config: &TlsConfig) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// What each listener speaks, for ALPN: gRPC is HTTP/2 only; the API is served over HTTP/1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocols {
+    /// `h2`.
+    Http2,
+    /// `http/1.1`.
+    Http1,
+}
+
 /// Builds a rustls server configuration from the files.
-pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    config: &TlsConfig,
+    protocols: Protocols,
+) -> Result<rustls::ServerConfig, TlsError> {
     let cert_pem = read("certificate", &config.cert)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
@@ -197,13 +209,17 @@ pub fn server_config(config: &TlsConfig) -> Result<rustls::ServerConfig, TlsErro
             format!("does not match the certificate: {e}"),
         )
     })?;
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    server.alpn_protocols = match protocols {
+        Protocols::Http2 => vec![b"h2".to_vec()],
+        Protocols::Http1 => vec![b"http/1.1".to_vec()],
+    };
     Ok(server)
 }
 
 /// A listener's TLS configuration, reloaded when its files change.
 pub struct ReloadingTls {
     config: TlsConfig,
+    protocols: Protocols,
     what: &'static str,
     current: RwLock<(Arc<rustls::ServerConfig>, Vec<u8>)>,
     reloads: std::sync::atomic::AtomicU64,
@@ -211,10 +227,15 @@ pub struct ReloadingTls {
 
 impl ReloadingTls {
     /// Loads the files now; `what` names the listener in logs.
-    pub fn load(config: &TlsConfig, what: &'static str) -> Result<Arc<ReloadingTls>, TlsError> {
-        let server = server_config(config)?;
+    pub fn load(
+        config: &TlsConfig,
+        protocols: Protocols,
+        what: &'static str,
+    ) -> Result<Arc<ReloadingTls>, TlsError> {
+        let server = server_config(config, protocols)?;
         Ok(Arc::new(ReloadingTls {
             config: config.clone(),
+            protocols,
             what,
             current: RwLock::new((Arc::new(server), fingerprint_files(config))),
             reloads: std::sync::atomic::AtomicU64::new(0),
@@ -242,7 +263,7 @@ impl ReloadingTls {
         if unchanged {
             return Ok(false);
         }
-        let server = server_config(&self.config)?;
+        let server = server_config(&self.config, self.protocols)?;
         if let Ok(mut c) = self.current.write() {
             *c = (Arc::new(server), files);
         }
