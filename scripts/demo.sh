@@ -36,7 +36,39 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-"$warden" serve --config "$DEMO_CONFIG" --grpc-listen "$COLLECTOR_GRPC" --http-listen "$COLLECTOR_HTTP" \
+# Warden guards itself in the demo as in production: TLS on both collector listeners, filters
+# authenticated by their client certificate (and only for node id warden-demo), the API by token.
+# `warden init` makes the CA, certificates and tokens once; the collector's config is the demo's
+# rules plus the TLS and credential settings pointing at them.
+pki=$DATA_DIR/pki
+if [ ! -e "$pki/ca.pem" ]; then
+  "$warden" init --dir "$pki" >/dev/null
+fi
+config=$DATA_DIR/demo-warden.toml
+{
+  cat "$DEMO_CONFIG"
+  cat <<TOML
+
+# --- written by scripts/demo.sh: TLS and credentials from \`warden init --dir $pki\` ---
+[grpc.tls]
+cert = "$pki/collector.pem"
+key = "$pki/collector-key.pem"
+client_ca = "$pki/ca.pem"
+require_client_cert = true
+
+[[grpc.credentials]]
+name = "demo-gateway"
+certificate = "spiffe://warden/filter"
+node_ids = ["warden-demo"]
+
+[http.tls]
+cert = "$pki/collector.pem"
+key = "$pki/collector-key.pem"
+client_ca = "$pki/ca.pem"
+TOML
+} > "$config"
+
+"$warden" serve --config "$config" --grpc-listen "$COLLECTOR_GRPC" --http-listen "$COLLECTOR_HTTP" \
   --data-dir "$DATA_DIR" --ready-file "$run_dir/ready.json" 2> >(sed 's/^/[collector] /' >&2) &
 pids+=($!)
 "$upstream_bin" "$UPSTREAM" 2> >(sed 's/^/[upstream] /' >&2) &
@@ -53,7 +85,8 @@ scripts/render-envoy.sh envoy/auth.yaml.tmpl NODE_ID=warden-demo ADMIN_PORT="$EN
   UPSTREAM_PORT="${UPSTREAM##*:}" COLLECTOR_GRPC_PORT="${COLLECTOR_GRPC##*:}" WASM_PATH="$wasm" \
   FILTER_CONFIG="$filter_config" JWKS_PATH="$auth_dir/jwks.json" HTPASSWD_PATH="$auth_dir/htpasswd" \
   CA_CERT="$auth_dir/ca.pem" SERVER_CERT="$auth_dir/server.pem" SERVER_KEY="$auth_dir/server-key.pem" \
-  > "$run_dir/envoy.yaml"
+  COLLECTOR_SNI=localhost COLLECTOR_CA="$pki/ca.pem" FILTER_CERT="$pki/filter.pem" \
+  FILTER_KEY="$pki/filter-key.pem" > "$run_dir/envoy.yaml"
 "$envoy" -c "$run_dir/envoy.yaml" --disable-hot-restart --concurrency 2 --log-level warn \
   2> >(sed 's/^/[envoy] /' >&2) &
 pids+=($!)
@@ -72,14 +105,15 @@ Warden demo is running (Ctrl-C stops everything):
   Envoy listener      http://127.0.0.1:$ENVOY_LISTENER_PORT   (jwt_authn on /admin/ and /api/, basic auth on /basic/)
   Envoy mTLS listener https://127.0.0.1:$ENVOY_MTLS_PORT  (client certificate required)
   Envoy admin         http://127.0.0.1:$ENVOY_ADMIN_PORT      (curl -s localhost:$ENVOY_ADMIN_PORT/stats | grep warden)
-  collector gRPC      $COLLECTOR_GRPC
-  collector HTTP API  http://$COLLECTOR_HTTP   (GET /api/v1/records?since=1m)
+  collector gRPC      $COLLECTOR_GRPC   (TLS; filters present $pki/filter.pem)
+  collector HTTP API  https://$COLLECTOR_HTTP  (TLS; the CLI finds the CA and the admin token in $DATA_DIR/cli.toml)
   demo upstream       http://$UPSTREAM
   data                $DATA_DIR
 
 Try, in another terminal:
   curl $L/anything
   $warden query --since 1m
+  curl --cacert $pki/ca.pem -H "authorization: Bearer \$(cat $DATA_DIR/admin.token)" https://localhost:${COLLECTOR_HTTP##*:}/api/v1/records?since=1m
 
   # who accessed what: a JWT for alice (role admin), then one without the role (RBAC denies it)
   TOKEN=$token

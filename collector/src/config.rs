@@ -256,6 +256,10 @@ pub struct GrpcConfig {
     pub max_calls_per_credential: usize,
     /// Subscribe streams open at once per credential.
     pub max_streams_per_credential: usize,
+    /// Distinct filter identities (node id, worker, instance) one credential may send records
+    /// as within `storage.dedup_window`: each costs the collector a little state, so a
+    /// credential covering `*` cannot invent them without bound.
+    pub max_identities_per_credential: usize,
 }
 
 impl Default for GrpcConfig {
@@ -270,6 +274,7 @@ impl Default for GrpcConfig {
             max_message_bytes: 32 << 20,
             max_calls_per_credential: 64,
             max_streams_per_credential: 1024,
+            max_identities_per_credential: 10_000,
         }
     }
 }
@@ -370,6 +375,10 @@ pub struct StorageConfig {
     pub retention: HumanDuration,
     /// Upper bound on records per group commit, to bound commit latency.
     pub max_group_records: usize,
+    /// How long a filter identity's stored sequence numbers are remembered after it last sent
+    /// a batch (retries of an unacknowledged batch come within minutes; a filter restarted gets
+    /// a new instance id).
+    pub dedup_window: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -379,6 +388,7 @@ impl Default for StorageConfig {
             synchronous: Synchronous::Full,
             retention: HumanDuration(Duration::from_secs(30 * 86_400)),
             max_group_records: 100_000,
+            dedup_window: HumanDuration(Duration::from_secs(86_400)),
         }
     }
 }
@@ -590,11 +600,18 @@ impl Config {
                 self.decisions.snapshot_chunk_entries,
             ),
             ("grpc.max_message_bytes", self.grpc.max_message_bytes),
+            (
+                "grpc.max_identities_per_credential",
+                self.grpc.max_identities_per_credential,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if self.storage.dedup_window.0.is_zero() {
+            return Err(invalid("storage.dedup_window", "must be greater than 0"));
         }
         if self
             .grpc

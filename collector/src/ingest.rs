@@ -280,6 +280,8 @@ impl AuditService for Ingest {
         let req = request.into_inner();
         if let Some(f) = &req.filter {
             self.auth.check_node(&caller, &f.node_id)?;
+            self.auth
+                .admit_identity(&caller, f, crate::time::now_ms())?;
         }
         Ok(tonic::Response::new(Ingest::export(self, req).await?))
     }

@@ -17,7 +17,7 @@ use crate::security::api_auth::{ApiAuth, ApiCredential};
 use crate::security::audit_log::ApiAudit;
 use crate::security::conn::{AcceptOptions, Accepted, ConnInfo, HandshakeCounters};
 use crate::security::credentials::{Pattern, Role, TokenHash};
-use crate::security::filter_auth::{FilterAuth, FilterCredential};
+use crate::security::filter_auth::{FilterAuth, FilterCaps, FilterCredential};
 use crate::security::guard::{Guard, GuardSettings, guard};
 use crate::security::local::{
     ADMIN_TOKEN_FILE, CliConfig, FILTER_TOKEN_FILE, ensure_token, write_cli_config,
@@ -296,6 +296,7 @@ pub async fn serve(
     tokio::spawn(retention_task(
         Arc::clone(&store),
         config.storage.retention.0,
+        config.storage.dedup_window.0,
         stop_rx.clone(),
     ));
     tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
@@ -420,8 +421,13 @@ impl Security {
             FilterAuth::new(
                 &config.grpc.credentials,
                 filter_extra,
-                config.grpc.max_calls_per_credential,
-                config.grpc.max_streams_per_credential,
+                FilterCaps {
+                    calls: config.grpc.max_calls_per_credential,
+                    streams: config.grpc.max_streams_per_credential,
+                    identities: config.grpc.max_identities_per_credential,
+                    identity_window_ms: i64::try_from(config.storage.dedup_window.0.as_millis())
+                        .unwrap_or(i64::MAX),
+                },
             )
             .map_err(ServeError::Config)?,
         );

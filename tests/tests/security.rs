@@ -1006,6 +1006,45 @@ async fn a_reported_drop_count_cannot_exceed_what_the_filter_numbered() {
     );
 }
 
+#[tokio::test]
+async fn a_credential_cannot_invent_filter_identities_without_bound() {
+    let collector =
+        Collector::start_with_config("[grpc]\nmax_identities_per_credential = 3\n").await;
+    let token = collector.filter_token();
+    let mut client = audit_client(&collector).await;
+    let mut seq = 1;
+    for node in ["invented-1", "invented-2", "invented-3"] {
+        client
+            .export(with_token(
+                batch(node, failed_logins("198.51.100.6", seq, 1), 0),
+                Some(&token),
+            ))
+            .await
+            .unwrap();
+        seq += 1;
+    }
+    let e = client
+        .export(with_token(
+            batch("invented-4", failed_logins("198.51.100.6", seq, 1), 0),
+            Some(&token),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        e.message().contains("max_identities_per_credential"),
+        "{}",
+        e.message()
+    );
+    client
+        .export(with_token(
+            batch("invented-1", failed_logins("198.51.100.6", seq, 1), 0),
+            Some(&token),
+        ))
+        .await
+        .expect("identities already in use keep delivering");
+}
+
 /// A webhook receiver: counts hits; answers `redirect_to` with a 302 when set.
 async fn receiver(
     redirect_to: Option<String>,

@@ -3,7 +3,8 @@
 //! or `Subscribe` under a node id the credential does not cover is refused with
 //! `PERMISSION_DENIED`; a missing or wrong credential with `UNAUTHENTICATED`. Both are counted
 //! and logged with the credential's name (never the token). Calls and streams in progress are
-//! capped per credential.
+//! capped per credential, and so are the filter identities a credential sends records as (each
+//! costs the collector deduplication state).
 
 use super::conn::ConnInfo;
 use super::credentials::{Pattern, TokenHash, bearer};
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use tonic::metadata::MetadataMap;
+use warden_proto::pb::FilterIdentity;
 
 /// How a filter credential is proved.
 #[derive(Debug, Clone)]
@@ -83,18 +85,46 @@ pub struct FilterAuthCounters {
     pub unauthenticated: AtomicU64,
     /// A known credential used for a node id it does not cover.
     pub permission_denied: AtomicU64,
-    /// Over the per-credential cap of calls or streams.
+    /// Over the per-credential cap of calls, streams or identities.
     pub over_limit: AtomicU64,
 }
+
+/// Per-credential caps.
+#[derive(Debug, Clone, Copy)]
+pub struct FilterCaps {
+    /// `Export` calls in progress at once.
+    pub calls: usize,
+    /// `Subscribe` streams open at once.
+    pub streams: usize,
+    /// Distinct filter identities sending records within `identity_window_ms`.
+    pub identities: usize,
+    /// How long an identity counts after its last batch (the deduplication window).
+    pub identity_window_ms: i64,
+}
+
+impl Default for FilterCaps {
+    fn default() -> Self {
+        FilterCaps {
+            calls: 64,
+            streams: 1024,
+            identities: 10_000,
+            identity_window_ms: 86_400_000,
+        }
+    }
+}
+
+/// A filter identity as the collector keys its state.
+type IdentityKey = (String, u32, String);
 
 /// The filter credentials and the per-credential usage.
 #[derive(Debug)]
 pub struct FilterAuth {
     credentials: Vec<Arc<FilterCredential>>,
-    max_calls: usize,
-    max_streams: usize,
+    caps: FilterCaps,
     calls: Mutex<HashMap<Arc<str>, usize>>,
     streams: Mutex<HashMap<Arc<str>, usize>>,
+    /// Per credential: the identities it sent records as, and when last.
+    identities: Mutex<HashMap<Arc<str>, HashMap<IdentityKey, i64>>>,
     /// Refusals.
     pub counters: FilterAuthCounters,
 }
@@ -139,10 +169,10 @@ impl Default for FilterAuth {
     fn default() -> Self {
         FilterAuth {
             credentials: Vec::new(),
-            max_calls: 64,
-            max_streams: 1024,
+            caps: FilterCaps::default(),
             calls: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
             counters: FilterAuthCounters::default(),
         }
     }
@@ -154,8 +184,7 @@ impl FilterAuth {
     pub fn new(
         configured: &[FilterCredentialConfig],
         extra: Vec<FilterCredential>,
-        max_calls: usize,
-        max_streams: usize,
+        caps: FilterCaps,
     ) -> Result<FilterAuth, String> {
         let mut credentials = Vec::new();
         for c in configured {
@@ -167,10 +196,10 @@ impl FilterAuth {
         credentials.extend(extra.into_iter().map(Arc::new));
         Ok(FilterAuth {
             credentials,
-            max_calls,
-            max_streams,
+            caps,
             calls: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            identities: Mutex::new(HashMap::new()),
             counters: FilterAuthCounters::default(),
         })
     }
@@ -242,8 +271,8 @@ impl FilterAuth {
     /// Takes a call or stream slot for `caller`, or refuses when its cap is reached.
     pub fn acquire(self: &Arc<Self>, caller: &FilterCaller, kind: SlotKind) -> Result<Slot, Error> {
         let (map, max, what) = match kind {
-            SlotKind::Call => (&self.calls, self.max_calls, "Export calls"),
-            SlotKind::Stream => (&self.streams, self.max_streams, "Subscribe streams"),
+            SlotKind::Call => (&self.calls, self.caps.calls, "Export calls"),
+            SlotKind::Stream => (&self.streams, self.caps.streams, "Subscribe streams"),
         };
         let name = Arc::clone(&caller.credential.name);
         let mut m = map
@@ -262,6 +291,46 @@ impl FilterAuth {
             name,
             kind,
         })
+    }
+
+    /// Admits `filter` as an identity `caller` sends records as at `now_ms`, or refuses a new one
+    /// when the credential already has its cap of identities active within the window (the
+    /// identities it already uses keep working).
+    pub fn admit_identity(
+        &self,
+        caller: &FilterCaller,
+        filter: &FilterIdentity,
+        now_ms: i64,
+    ) -> Result<(), Error> {
+        let mut all = self
+            .identities
+            .lock()
+            .map_err(|_| Error::Storage("credential usage lock poisoned".into()))?;
+        let name = &caller.credential.name;
+        let known = all.entry(Arc::clone(name)).or_default();
+        let key = (
+            filter.node_id.clone(),
+            filter.worker,
+            filter.instance_id.clone(),
+        );
+        if let Some(seen) = known.get_mut(&key) {
+            *seen = now_ms;
+            return Ok(());
+        }
+        if known.len() >= self.caps.identities {
+            let idle_before = now_ms.saturating_sub(self.caps.identity_window_ms);
+            known.retain(|_, seen| *seen >= idle_before);
+        }
+        if known.len() >= self.caps.identities {
+            self.counters.over_limit.fetch_add(1, Relaxed);
+            tracing::warn!(credential = %name, node_id = %truncate(&filter.node_id), "filter credential is at its cap of identities");
+            return Err(Error::TooManyRequests(format!(
+                "credential {name:?} already sends records as {} filter identities (node id, worker, instance) active within the deduplication window; raise grpc.max_identities_per_credential or give each gateway its own credential",
+                self.caps.identities
+            )));
+        }
+        known.insert(key, now_ms);
+        Ok(())
     }
 
     /// The number of credentials (for the start-up log).
@@ -308,7 +377,13 @@ mod tests {
                 node_ids: vec!["gateway-1".into()],
             },
         ];
-        Arc::new(FilterAuth::new(&configured, Vec::new(), 2, 1).unwrap())
+        let caps = FilterCaps {
+            calls: 2,
+            streams: 1,
+            identities: 3,
+            identity_window_ms: 1_000,
+        };
+        Arc::new(FilterAuth::new(&configured, Vec::new(), caps).unwrap())
     }
 
     fn conn(uri: &str) -> ConnInfo {
@@ -380,5 +455,31 @@ mod tests {
         assert!(a.acquire(&caller, SlotKind::Call).is_ok());
         let _s = a.acquire(&caller, SlotKind::Stream).unwrap();
         assert!(a.acquire(&caller, SlotKind::Stream).is_err());
+    }
+
+    #[test]
+    fn identities_are_capped_per_credential_and_forgotten_when_idle() {
+        let a = auth();
+        let caller = a
+            .authenticate(&md(Some("Bearer wdn_secret")), None)
+            .unwrap();
+        let id = |instance: &str| FilterIdentity {
+            node_id: "ingress-1".into(),
+            worker: 0,
+            instance_id: instance.into(),
+            ..Default::default()
+        };
+        for i in ["a", "b", "c"] {
+            a.admit_identity(&caller, &id(i), 10_000).unwrap();
+        }
+        let e = a.admit_identity(&caller, &id("d"), 10_500).unwrap_err();
+        assert_eq!(e.grpc_code(), tonic::Code::ResourceExhausted);
+        assert!(e.to_string().contains("ingress-token"), "{e}");
+        a.admit_identity(&caller, &id("a"), 10_500)
+            .expect("an identity already in use keeps working");
+        // Past the window, the idle ones (b, c) make room.
+        a.admit_identity(&caller, &id("d"), 11_200).unwrap();
+        a.admit_identity(&caller, &id("e"), 11_200).unwrap();
+        assert!(a.admit_identity(&caller, &id("f"), 11_200).is_err());
     }
 }

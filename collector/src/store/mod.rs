@@ -103,6 +103,10 @@ enum Job {
         before_ms: i64,
         reply: oneshot::Sender<Result<usize, Error>>,
     },
+    ForgetIdle {
+        before_ms: i64,
+        reply: oneshot::Sender<Result<usize, Error>>,
+    },
     Compact {
         written_before_ms: i64,
         reply: oneshot::Sender<Result<usize, Error>>,
@@ -187,6 +191,12 @@ impl Store {
     /// ingest is never blocked for long; returns the number of records deleted (0 when done).
     pub async fn prune(&self, before_ms: i64) -> Result<usize, Error> {
         self.ask(|reply| Job::Prune { before_ms, reply }).await
+    }
+
+    /// Forgets the deduplication state of filter identities that sent nothing since
+    /// `before_ms`; returns how many were forgotten.
+    pub async fn forget_idle_filters(&self, before_ms: i64) -> Result<usize, Error> {
+        self.ask(|reply| Job::ForgetIdle { before_ms, reply }).await
     }
 
     /// Merges small blocks (see [`COMPACT_BELOW`]) written before `written_before_ms` until none
@@ -401,6 +411,9 @@ impl Writer {
                     }
                     Job::Prune { before_ms, reply } => {
                         let _ = reply.send(self.prune(before_ms));
+                    }
+                    Job::ForgetIdle { before_ms, reply } => {
+                        let _ = reply.send(self.forget_idle(before_ms));
                     }
                     // Runs after this group's commit, never ahead of queued records.
                     Job::Compact {
@@ -634,8 +647,7 @@ impl Writer {
         Ok(first)
     }
 
-    /// Deletes up to [`PRUNE_BLOCKS`] blocks entirely older than `before_ms`, and forgets the
-    /// sequences of filters that have sent nothing since.
+    /// Deletes up to [`PRUNE_BLOCKS`] blocks entirely older than `before_ms`.
     fn prune(&mut self, before_ms: i64) -> Result<usize, Error> {
         let tx = self.conn.transaction()?;
         let deleted: i64 = {
@@ -648,17 +660,22 @@ impl Writer {
                 stmt.query_map(params![before_ms, PRUNE_BLOCKS], |r| r.get::<_, i64>(0))?;
             counts.sum::<Result<i64, _>>()?
         };
+        tx.commit()?;
+        Ok(usize::try_from(deleted).unwrap_or(0))
+    }
+
+    /// Forgets the sequences of filters that have sent nothing since `before_ms`.
+    fn forget_idle(&mut self, before_ms: i64) -> Result<usize, Error> {
+        let tx = self.conn.transaction()?;
         let forgotten = self.sequences.forget_idle(&tx, before_ms);
         match forgotten.and_then(|n| tx.commit().map(|()| n).map_err(Error::from)) {
-            Ok(n) if n > 0 => tracing::info!(filters = n, "forgot the sequences of idle filters"),
-            Ok(_) => {}
+            Ok(n) => Ok(n),
             Err(e) => {
                 // The in-memory log may have forgotten identities the database still has; reload.
                 self.sequences = SequenceLog::load(&self.conn)?;
-                return Err(e);
+                Err(e)
             }
         }
-        Ok(usize::try_from(deleted).unwrap_or(0))
     }
 }
 
@@ -783,20 +800,28 @@ pub async fn compaction_task(store: Arc<Store>, mut stop: tokio::sync::watch::Re
     }
 }
 
-/// Deletes records older than `retention` once an hour (and once at start).
+/// Once an hour (and once at start): deletes records older than `retention` (never when it
+/// is zero) and forgets the deduplication state of filter identities idle for `dedup_window`.
 pub async fn retention_task(
     store: Arc<Store>,
     retention: std::time::Duration,
+    dedup_window: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if retention.is_zero() {
-        return;
-    }
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     loop {
-        let before = crate::time::now_ms().saturating_sub(retention_ms);
+        let now = crate::time::now_ms();
+        match store
+            .forget_idle_filters(now.saturating_sub(millis(dedup_window)))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(filters = n, "forgot the sequences of idle filters"),
+            Err(e) => tracing::warn!(error = %e, "forgetting idle filters failed"),
+        }
+        let before = now.saturating_sub(millis(retention));
         let mut total = 0usize;
-        loop {
+        while !retention.is_zero() {
             match store.prune(before).await {
                 Ok(0) => break,
                 Ok(n) => total += n,
@@ -1054,6 +1079,30 @@ pub(crate) mod tests {
                 assert_eq!(&got, expected, "{key}={value}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn idle_filters_are_forgotten_and_recent_ones_still_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let outcome = store
+            .write_batch(filter(), vec![record(1, 1000)])
+            .await
+            .unwrap();
+        assert_eq!(outcome.accepted, 1);
+        // Written just now: a cut-off in the past keeps it, a retry is a duplicate.
+        assert_eq!(store.forget_idle_filters(1).await.unwrap(), 0);
+        let retry = store
+            .write_batch(filter(), vec![record(1, 1000)])
+            .await
+            .unwrap();
+        assert_eq!(retry.duplicates, 1);
+        // Idle past the window: forgotten, in memory and on disk.
+        let later = crate::time::now_ms() + 1;
+        assert_eq!(store.forget_idle_filters(later).await.unwrap(), 1);
+        drop(store);
+        let store = open(dir.path()).await;
+        assert_eq!(store.forget_idle_filters(later).await.unwrap(), 0);
     }
 
     #[tokio::test]
