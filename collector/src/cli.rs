@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Once both listeners are bound, write {"grpc":"ADDR","http":"ADDR"} here (atomically).
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Check the configuration (rules, credentials, TLS files, exposure) and exit without
+    /// serving or writing anything: 0 and a summary when it would start.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// Where the API is and how to authenticate. Each setting comes from its flag, else its

@@ -36,6 +36,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(d) = args.data_dir {
                 config.storage.data_dir = d;
             }
+            if args.check {
+                let summary = warden_collector::server::check(&config)
+                    .await
+                    .context("warden serve --check")?;
+                println!("{summary}");
+                return Ok(());
+            }
             warden_collector::server::serve(
                 config,
                 args.ready_file,

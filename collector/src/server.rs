@@ -418,18 +418,8 @@ impl Security {
             ));
         }
         let filters = Arc::new(
-            FilterAuth::new(
-                &config.grpc.credentials,
-                filter_extra,
-                FilterCaps {
-                    calls: config.grpc.max_calls_per_credential,
-                    streams: config.grpc.max_streams_per_credential,
-                    identities: config.grpc.max_identities_per_credential,
-                    identity_window_ms: i64::try_from(config.storage.dedup_window.0.as_millis())
-                        .unwrap_or(i64::MAX),
-                },
-            )
-            .map_err(ServeError::Config)?,
+            FilterAuth::new(&config.grpc.credentials, filter_extra, filter_caps(config))
+                .map_err(ServeError::Config)?,
         );
         if filters.is_empty() {
             tracing::warn!("no filter credential is configured: every filter will be refused");
@@ -475,6 +465,72 @@ impl Security {
             admin_token_file,
         })
     }
+}
+
+fn filter_caps(config: &Config) -> FilterCaps {
+    FilterCaps {
+        calls: config.grpc.max_calls_per_credential,
+        streams: config.grpc.max_streams_per_credential,
+        identities: config.grpc.max_identities_per_credential,
+        identity_window_ms: i64::try_from(config.storage.dedup_window.0.as_millis())
+            .unwrap_or(i64::MAX),
+    }
+}
+
+/// `warden serve --check`: everything `serve` validates before it opens a store or binds a
+/// port (exposure without TLS, rules, credentials, OIDC keys, TLS files), without writing
+/// anything, so a configuration can be checked in CI or before a rollout. Returns a summary.
+pub async fn check(config: &Config) -> Result<String, ServeError> {
+    config
+        .check_exposure()
+        .map_err(|e: ConfigError| ServeError::Config(e.to_string()))?;
+    let rules = RulesSource::from_config(config).load()?;
+    let filters = FilterAuth::new(&config.grpc.credentials, Vec::new(), filter_caps(config))
+        .map_err(ServeError::Config)?;
+    let oidc = match &config.http.oidc {
+        Some(o) => Some(Oidc::load(o).await.map_err(ServeError::Config)?),
+        None => None,
+    };
+    ApiAuth::new(&config.http.credentials, Vec::new(), oidc).map_err(ServeError::Config)?;
+    for (what, tls, protocols) in [
+        ("gRPC", &config.grpc.tls, Protocols::Http2),
+        ("HTTP", &config.http.tls, Protocols::Http1),
+    ] {
+        if let Some(t) = tls {
+            ReloadingTls::load(t, protocols, what)?;
+        }
+    }
+    let listener = |tls: &Option<crate::config::TlsConfig>| match tls {
+        Some(t) if t.require_client_cert => "TLS, client certificate required",
+        Some(_) => "TLS",
+        None => "plaintext",
+    };
+    let filter_credentials = filters.len() + usize::from(config.grpc.local_credential);
+    let warning = if filter_credentials == 0 && config.grpc.token.is_none() {
+        "\nwarning: no filter credential is configured: every filter will be refused"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "configuration OK: gRPC {} ({}), {} filter credential(s); HTTP {} ({}), {} API credential(s){}{}; {} rule(s){warning}",
+        config.grpc.listen,
+        listener(&config.grpc.tls),
+        filter_credentials + usize::from(config.grpc.token.is_some()),
+        config.http.listen,
+        listener(&config.http.tls),
+        config.http.credentials.len() + usize::from(config.http.local_admin),
+        if config.http.oidc.is_some() {
+            " and OIDC"
+        } else {
+            ""
+        },
+        if config.http.local_admin {
+            " (local admin token)"
+        } else {
+            ""
+        },
+        rules.rules().len(),
+    ))
 }
 
 /// Writes `<data_dir>/cli.toml` so that the CLI on this machine reaches the API with the local

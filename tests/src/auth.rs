@@ -192,6 +192,43 @@ impl ClientCert {
     }
 }
 
+/// A certificate signed by the CA `warden init` wrote into `pki_dir` (`ca.pem`, `ca-key.pem`),
+/// with these DNS names and URI SANs: a rotated server certificate, or a client certificate
+/// for a named identity.
+pub fn issue_from_warden_ca(
+    pki_dir: &Path,
+    dns_names: &[&str],
+    uris: &[&str],
+    common_name: &str,
+) -> Result<ClientCert, String> {
+    let read = |f: &str| std::fs::read_to_string(pki_dir.join(f)).map_err(|e| format!("{f}: {e}"));
+    let ca_key = rcgen::KeyPair::from_pem(&read("ca-key.pem")?).map_err(|e| e.to_string())?;
+    let issuer =
+        rcgen::Issuer::from_ca_cert_pem(&read("ca.pem")?, ca_key).map_err(|e| e.to_string())?;
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(dns_names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .map_err(|e| e.to_string())?;
+    if dns_names.contains(&"localhost") {
+        params.subject_alt_names.push(rcgen::SanType::IpAddress(
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ));
+    }
+    for uri in uris {
+        let uri = rcgen::string::Ia5String::try_from(*uri).map_err(|e| e.to_string())?;
+        params.subject_alt_names.push(rcgen::SanType::URI(uri));
+    }
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+    Ok(ClientCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    })
+}
+
 /// The test PKI.
 pub struct Pki {
     /// The CA Envoy trusts for client certificates (and that signed its server certificate).

@@ -473,21 +473,14 @@ async fn a_non_loopback_listener_without_tls_refuses_to_start_saying_what_to_con
 
 /// A certificate for localhost from `pki`'s CA (a rotation keeps the CA).
 fn reissue(pki: &Path) -> (String, String) {
-    let ca_pem = std::fs::read_to_string(pki.join("ca.pem")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca-key.pem")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params.subject_alt_names.push(rcgen::SanType::IpAddress(
-        std::net::Ipv4Addr::LOCALHOST.into(),
-    ));
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "warden-collector-rotated");
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
+    let cert = warden_e2e::auth::issue_from_warden_ca(
+        pki,
+        &["localhost"],
+        &[],
+        "warden-collector-rotated",
+    )
+    .unwrap();
+    (cert.cert_pem, cert.key_pem)
 }
 
 async fn served_fingerprint(url: &str, ca: &Path) -> String {
@@ -823,6 +816,13 @@ async fn cross_site_requests_are_refused() {
     )
     .await;
     assert_eq!(status, 403, "{body}");
+    let health = admin
+        .get(format!("{api}/healthz"))
+        .header("host", "10.1.2.3:9090")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "probes address the pod by IP");
     let same_origin = api.trim_end_matches('/').to_string();
     let (status, body) = status_of(
         admin
