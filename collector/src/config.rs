@@ -797,6 +797,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/warden.example.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let example = Config::parse(&text, path).unwrap();
+        let defaults = Config::parse("", path).unwrap();
+        assert_eq!(
+            format!("{:?}", example.grpc),
+            format!("{:?}", defaults.grpc)
+        );
+        assert_eq!(
+            format!("{:?}", example.http),
+            format!("{:?}", defaults.http)
+        );
+        assert_eq!(
+            format!("{:?}", example.storage),
+            format!("{:?}", defaults.storage)
+        );
+        assert_eq!(
+            format!("{:?}", example.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert_eq!(
+            format!("{:?}", example.alerts),
+            format!("{:?}", defaults.alerts)
+        );
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::parse("", Path::new("warden.toml")).unwrap();
         assert_eq!(c.grpc.listen.to_string(), "127.0.0.1:50051");
