@@ -192,6 +192,49 @@ impl ClientCert {
     }
 }
 
+/// Runs `warden init --dir DIR` (plus `args`) and returns DIR: a CA, the collector's and a
+/// filter's certificates (SAN `spiffe://warden/filter`), tokens.
+pub fn warden_init(dir: &Path, args: &[&str]) -> Result<PathBuf, String> {
+    let out = std::process::Command::new(paths::warden_bin())
+        .args(["init", "--dir"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .map_err(|e| format!("run warden init: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "warden init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir.to_path_buf())
+}
+
+/// A collector configuration with mTLS on the gRPC listener (the certificates `warden init`
+/// wrote into `pki`) and one certificate credential, `gateway-certs`, for `spiffe://warden/filter`
+/// covering `node_ids` (TOML list items, e.g. `"gateway-*"`).
+pub fn mtls_collector_config(pki: &Path, node_ids: &str) -> String {
+    let p = |file: &str| pki.join(file).display().to_string();
+    format!(
+        r#"
+[grpc]
+local_credential = false
+[grpc.tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+require_client_cert = true
+[[grpc.credentials]]
+name = "gateway-certs"
+certificate = "spiffe://warden/filter"
+node_ids = [{node_ids}]
+"#,
+        cert = p("collector.pem"),
+        key = p("collector-key.pem"),
+        ca = p("ca.pem"),
+    )
+}
+
 /// A certificate signed by the CA `warden init` wrote into `pki_dir` (`ca.pem`, `ca-key.pem`),
 /// with these DNS names and URI SANs: a rotated server certificate, or a client certificate
 /// for a named identity.

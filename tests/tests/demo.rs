@@ -226,4 +226,12 @@ async fn the_demo_runs_guarded_and_the_readme_commands_work_as_printed() {
         (status == 200).then_some(()).ok_or(status.to_string())
     })
     .await;
+
+    // The README's audit command shows those calls, reads included, with the local admin.
+    let (ok, out) = demo.cli(&["audit", "--api", "--since", "10m"]);
+    assert!(ok, "{out}");
+    for operation in ["decisions.ban", "decisions.unban", "records.query"] {
+        assert!(out.contains(operation), "{operation} missing from:\n{out}");
+    }
+    assert!(out.contains("local-admin"), "{out}");
 }

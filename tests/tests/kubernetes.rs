@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use warden_e2e::auth::issue_from_warden_ca;
+use warden_e2e::auth::{issue_from_warden_ca, warden_init};
 use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions, eventually, paths};
 
 const COLLECTOR_NAME: &str = "warden-collector.warden.svc";
@@ -367,13 +367,7 @@ async fn refused_for_node_id(collector: &Collector) -> u64 {
 #[tokio::test]
 async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    let init = Command::new(paths::warden_bin())
-        .args(["init", "--host", COLLECTOR_NAME, "--dir"])
-        .arg(&pki)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
+    let pki = warden_init(&dir.path().join("pki"), &["--host", COLLECTOR_NAME]).unwrap();
     let config = collector_config(dir.path(), &pki);
 
     // `warden serve --check` accepts the shipped configuration and names what is wrong in a

@@ -6,48 +6,19 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use warden_e2e::auth::{AUDIENCE, ISSUER, JwtSigner, claims};
+use warden_e2e::auth::{AUDIENCE, ISSUER, JwtSigner, claims, mtls_collector_config, warden_init};
 use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions, Stack, eventually, paths};
 
-/// Runs `warden init` into `dir` and returns it.
 fn init_pki(dir: &Path) -> PathBuf {
-    let out = Command::new(paths::warden_bin())
-        .args(["init", "--dir"])
-        .arg(dir)
-        .output()
-        .expect("run warden init");
-    assert!(
-        out.status.success(),
-        "warden init: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir.to_path_buf()
+    warden_init(dir, &[]).unwrap()
 }
 
 fn p(dir: &Path, file: &str) -> String {
     dir.join(file).display().to_string()
 }
 
-/// A collector configuration with mTLS on the gRPC listener and one certificate credential.
 fn mtls_config(pki: &Path, node_ids: &str) -> String {
-    format!(
-        r#"
-[grpc]
-local_credential = false
-[grpc.tls]
-cert = "{cert}"
-key = "{key}"
-client_ca = "{ca}"
-require_client_cert = true
-[[grpc.credentials]]
-name = "gateway-certs"
-certificate = "spiffe://warden/filter"
-node_ids = [{node_ids}]
-"#,
-        cert = p(pki, "collector.pem"),
-        key = p(pki, "collector-key.pem"),
-        ca = p(pki, "ca.pem"),
-    )
+    mtls_collector_config(pki, node_ids)
 }
 
 fn collector_tls(trusted_ca: &Path, client: &Path) -> CollectorTls {

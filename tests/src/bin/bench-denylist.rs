@@ -12,14 +12,22 @@
 //!    banned on both: Envoy answers 403): requests/s and Envoy CPU per request, rounds
 //!    alternating, medians.
 //!
+//! 3. With `COMPARE_TLS=1`, only this: propagation with the push path over mTLS (the filter's
+//!    client certificate, the collector's certificate verified) against plaintext, ROUNDS rounds,
+//!    the variants alternating and their order rotated, a fresh collector and Envoy per run;
+//!    p50/p90/p99 per variant over every sample, and the median of the per-round ratios of the
+//!    p50 from the ban call (the API returns once the change is handed to the streams, so the
+//!    time from its return is mostly the next request's round trip).
+//!
 //! Run with `scripts/bench-denylist.sh` (builds optimized binaries and sets WARDEN_BIN).
 //! Environment: BANS (default 200), ENTRIES (default 1000000), WRK_SECONDS (default 5),
-//! ROUNDS (default 5).
+//! ROUNDS (default 5), COMPARE_TLS (unset).
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use warden_e2e::{Client, Collector, Envoy, EnvoyOptions};
+use warden_e2e::auth::{mtls_collector_config, warden_init};
+use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -35,6 +43,9 @@ async fn main() -> Result<()> {
     let wrk_seconds = env_number("WRK_SECONDS", 5);
     let rounds = env_number("ROUNDS", 5).max(1) as usize;
     let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse()?).await?;
+    if std::env::var_os("COMPARE_TLS").is_some() {
+        return compare_tls(upstream, bans, rounds).await;
+    }
 
     propagation(upstream, bans).await?;
     scale(upstream, entries, wrk_seconds, rounds).await?;
@@ -62,8 +73,26 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
     let collector = Collector::start().await;
     let mut options = EnvoyOptions::new(&collector, upstream);
     options.concurrency = 2;
+    let (latencies, from_call) = propagation_samples(&collector, options, bans).await?;
+    // The ban API answers once the decision is committed and handed to every stream, so the
+    // second figure (from the call) includes the commit.
+    let what = format!("propagation over {bans} bans (Envoy --concurrency 2)");
+    report(&format!("{what}, ban API return -> first 403"), latencies);
+    report(&format!("{what}, ban API call -> first 403"), from_call);
+    Ok(())
+}
+
+/// Bans `bans` addresses one after another, each while a client at that address sends requests
+/// through an Envoy started with `options`; returns (ban API return -> first 403, ban API call
+/// -> first 403) for each.
+async fn propagation_samples(
+    collector: &Collector,
+    options: EnvoyOptions,
+    bans: usize,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let workers = options.concurrency as usize;
     let envoy = Envoy::start(options).await;
-    wait_all_acked(&collector, 3).await?;
+    wait_all_acked(collector, workers + 1).await?;
 
     let mut latencies = Vec::with_capacity(bans);
     let mut from_call = Vec::with_capacity(bans);
@@ -90,7 +119,7 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
             .context("sender stopped before its first response")?;
         let called = Instant::now();
         post_json(
-            &collector,
+            collector,
             "/api/v1/decisions",
             &json!({ "target": source, "reason": "propagation benchmark" }),
         )
@@ -103,11 +132,71 @@ async fn propagation(upstream: std::net::SocketAddr, bans: usize) -> Result<()> 
         latencies.push(blocked.saturating_duration_since(returned));
         from_call.push(blocked.saturating_duration_since(called));
     }
-    // The ban API answers once the decision is committed and handed to every stream, so the
-    // second figure (from the call) includes the commit.
-    let what = format!("propagation over {bans} bans (Envoy --concurrency 2)");
-    report(&format!("{what}, ban API return -> first 403"), latencies);
-    report(&format!("{what}, ban API call -> first 403"), from_call);
+    Ok((latencies, from_call))
+}
+
+/// Propagation with the push path over mTLS versus plaintext (see the module documentation).
+async fn compare_tls(upstream: std::net::SocketAddr, bans: usize, rounds: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = warden_init(&dir.path().join("pki"), &[]).map_err(anyhow::Error::msg)?;
+    // Both figures per variant: from the ban API's return (the decision already committed and
+    // handed to the streams) and from the call (commit, push, TLS record, filter, next request).
+    let mut returned: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut called: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut ratios = Vec::new();
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut p50 = [0.0; 2];
+        for variant in order {
+            let tls = variant == 1;
+            let collector = if tls {
+                Collector::start_with_config(&mtls_collector_config(&pki, "\"*\"")).await
+            } else {
+                Collector::start().await
+            };
+            let mut options = EnvoyOptions::new(&collector, upstream);
+            options.concurrency = 2;
+            if tls {
+                options.filter_token = None;
+                options.collector_tls = Some(CollectorTls {
+                    ca: pki.join("ca.pem"),
+                    cert: pki.join("filter.pem"),
+                    key: pki.join("filter-key.pem"),
+                    sni: "localhost".into(),
+                });
+            }
+            let (from_return, mut from_call) =
+                propagation_samples(&collector, options, bans).await?;
+            from_call.sort();
+            p50[variant] = ms(from_call[from_call.len() / 2]);
+            println!(
+                "round {} {}: ban API call -> first 403 p50 {:.2} ms over {} bans",
+                round + 1,
+                if tls { "mTLS" } else { "plaintext" },
+                p50[variant],
+                from_call.len()
+            );
+            returned[variant].extend(from_return);
+            called[variant].extend(from_call);
+        }
+        ratios.push(p50[1] / p50[0]);
+    }
+    for (variant, name) in ["plaintext", "mTLS"].iter().enumerate() {
+        let what = format!("{name} push path");
+        report(
+            &format!("{what}, ban API return -> first 403"),
+            std::mem::take(&mut returned[variant]),
+        );
+        report(
+            &format!("{what}, ban API call -> first 403"),
+            std::mem::take(&mut called[variant]),
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "mTLS / plaintext, ban API call -> first 403 p50, median over {rounds} rounds: {:.2} (per round, sorted: {ratios:.2?})",
+        ratios[ratios.len() / 2]
+    );
     Ok(())
 }
 
