@@ -1301,9 +1301,11 @@ fn explain_out(v: &Value) -> String {
     out
 }
 
+/// A JSON value as terminal text: strings from clients are shown, never interpreted (see
+/// [`crate::safe_text`]).
 fn str_of(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::safe_text::terminal(s).into_owned(),
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -1326,6 +1328,17 @@ pub fn duration(us: u64) -> String {
 
 /// Renders an aligned text table.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    // Every cell is shown as data, whoever built it: an escape sequence or a line break in a
+    // stored value must not repaint the terminal or forge a row.
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| crate::safe_text::terminal(c).into_owned())
+                .collect()
+        })
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

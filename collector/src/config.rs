@@ -410,6 +410,9 @@ pub struct Limits {
     pub min_prefix_v4: u8,
     /// Shortest IPv6 prefix a ban or allowlist entry may cover.
     pub min_prefix_v6: u8,
+    /// How far in the future a record's time may be (filters' clocks drift a little); a record
+    /// further ahead is refused, so one forged time cannot move the rules engine's clock.
+    pub max_clock_skew: HumanDuration,
 }
 
 impl Default for Limits {
@@ -421,6 +424,7 @@ impl Default for Limits {
             max_query_limit: 10_000,
             min_prefix_v4: 8,
             min_prefix_v6: 32,
+            max_clock_skew: HumanDuration(Duration::from_secs(300)),
         }
     }
 }
@@ -608,6 +612,27 @@ impl Config {
         for (key, value) in positive {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        // Filters build records up to the contract's sizes; a collector accepting less would
+        // refuse records a filter legitimately built.
+        for (key, value, floor) in [
+            (
+                "limits.max_record_bytes",
+                self.limits.max_record_bytes,
+                warden_proto::contract::MAX_RECORD_BYTES,
+            ),
+            (
+                "limits.max_field_bytes",
+                self.limits.max_field_bytes,
+                warden_proto::contract::MAX_FIELD_BYTES,
+            ),
+        ] {
+            if value < floor {
+                return Err(invalid(
+                    key,
+                    &format!("must be at least {floor}: filters build records up to that size"),
+                ));
             }
         }
         if self.storage.dedup_window.0.is_zero() {

@@ -1,6 +1,8 @@
-//! `warden.v1.AuditService/Export`: validates each batch as a whole (a bad batch is refused with
-//! `INVALID_ARGUMENT` naming the field and nothing of it is stored), then hands it to the store
-//! and acknowledges only after the commit.
+//! `warden.v1.AuditService/Export`: refuses a batch whose envelope is wrong (no filter identity,
+//! too many records) with `INVALID_ARGUMENT` naming the field; checks every record against the
+//! record contract and the clock, refuses the records that break them one by one (answered with
+//! their sequence and why, counted), hands the rest to the store and the rules engine, and
+//! acknowledges only after the commit.
 
 use crate::config::Limits;
 use crate::detection::Detection;
@@ -9,21 +11,37 @@ use crate::metrics::Metrics;
 use crate::security::conn::ConnInfo;
 use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::store::Store;
-use prost::Message;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use warden_proto::contract::{self, MAX_IDENTITY_BYTES};
 use warden_proto::pb::audit_service_server::AuditService;
-use warden_proto::pb::{AccessRecord, ExportRequest, ExportResponse, FilterIdentity};
+use warden_proto::pb::{
+    AccessRecord, ExportRequest, ExportResponse, FilterIdentity, RefusedRecord,
+};
 
-/// Longest accepted filter node id / instance id.
-const MAX_IDENTITY_BYTES: usize = 256;
-/// Longest accepted method (real methods are short; this bounds garbage).
-const MAX_METHOD_BYTES: usize = 32;
+/// The times a record may carry, ms since the epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeBounds {
+    /// Older records are past retention (they would be deleted at once).
+    pub not_before_ms: Option<i64>,
+    /// Newer records are further in the future than the allowed clock skew.
+    pub not_after_ms: i64,
+}
 
-/// Checks a batch against the limits; the first problem found is returned, naming its field.
-pub fn validate(req: &ExportRequest, limits: &Limits) -> Result<(), Error> {
+impl TimeBounds {
+    /// The bounds at `now_ms` for `limits` and a retention (zero: kept forever).
+    pub fn at(now_ms: i64, limits: &Limits, retention: std::time::Duration) -> TimeBounds {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        TimeBounds {
+            not_before_ms: (!retention.is_zero()).then(|| now_ms.saturating_sub(ms(retention))),
+            not_after_ms: now_ms.saturating_add(ms(limits.max_clock_skew.0)),
+        }
+    }
+}
+
+/// Checks the batch envelope; a problem refuses the whole batch, naming its field.
+pub fn validate_envelope(req: &ExportRequest, limits: &Limits) -> Result<(), Error> {
     let filter = req
         .filter
         .as_ref()
@@ -52,91 +70,74 @@ pub fn validate(req: &ExportRequest, limits: &Limits) -> Result<(), Error> {
             ),
         ));
     }
-    for (i, r) in req.records.iter().enumerate() {
-        validate_record(i, r, limits)?;
+    Ok(())
+}
+
+/// Why record `i` is refused, if it is: the contract, then its time.
+pub fn check_record(
+    i: usize,
+    r: &AccessRecord,
+    limits: &Limits,
+    time: TimeBounds,
+) -> Result<(), String> {
+    let contract_limits = contract::Limits {
+        max_record_bytes: limits.max_record_bytes,
+        max_field_bytes: limits.max_field_bytes,
+    };
+    if let Err(v) = contract::check_record(r, contract_limits) {
+        return Err(if v.field.is_empty() {
+            format!("records[{i}]: {}", v.message)
+        } else {
+            format!("records[{i}].{}: {}", v.field, v.message)
+        });
+    }
+    if r.time_ms > time.not_after_ms {
+        return Err(format!(
+            "records[{i}].time_ms: {} is {} s ahead of the collector's clock (limits.max_clock_skew)",
+            r.time_ms,
+            (r.time_ms - time.not_after_ms) / 1000 + 1
+        ));
+    }
+    if let Some(oldest) = time.not_before_ms
+        && r.time_ms < oldest
+    {
+        return Err(format!(
+            "records[{i}].time_ms: {} is older than storage.retention",
+            r.time_ms
+        ));
     }
     Ok(())
 }
 
-fn validate_record(i: usize, r: &AccessRecord, limits: &Limits) -> Result<(), Error> {
-    let field = |name: &str| format!("records[{i}].{name}");
-    let size = r.encoded_len();
-    if size > limits.max_record_bytes {
-        return Err(Error::invalid(
-            format!("records[{i}]"),
-            format!(
-                "encoded size {size} bytes exceeds the maximum of {} bytes",
-                limits.max_record_bytes
-            ),
-        ));
-    }
-    if r.sequence == 0 {
-        return Err(Error::invalid(field("sequence"), "must be greater than 0"));
-    }
-    if r.time_ms <= 0 {
-        return Err(Error::invalid(
-            field("time_ms"),
-            format!(
-                "{} is not a time (must be ms since the epoch, > 0)",
-                r.time_ms
-            ),
-        ));
-    }
-    if !r.client_address.is_empty() && r.client_address.parse::<IpAddr>().is_err() {
-        return Err(Error::invalid(
-            field("client_address"),
-            format!("{:?} is not an IP address", truncate(&r.client_address)),
-        ));
-    }
-    if r.client_port > 65_535 {
-        return Err(Error::invalid(
-            field("client_port"),
-            format!("{} is not a port", r.client_port),
-        ));
-    }
-    if r.status > 999 {
-        return Err(Error::invalid(
-            field("status"),
-            format!("{} is not an HTTP status", r.status),
-        ));
-    }
-    if r.method.len() > MAX_METHOD_BYTES {
-        return Err(Error::invalid(
-            field("method"),
-            format!("is longer than {MAX_METHOD_BYTES} bytes"),
-        ));
-    }
-    if !r.method.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::invalid(
-            field("method"),
-            format!("{:?} is not an HTTP method", truncate(&r.method)),
-        ));
-    }
-    let texts = [
-        ("authority", &r.authority),
-        ("path", &r.path),
-        ("user_agent", &r.user_agent),
-        ("x_forwarded_for", &r.x_forwarded_for),
-        ("request_id", &r.request_id),
-    ];
-    for (name, value) in texts {
-        if value.len() > limits.max_field_bytes {
-            return Err(Error::invalid(
-                field(name),
-                format!(
-                    "{} bytes exceed the maximum of {} bytes",
-                    value.len(),
-                    limits.max_field_bytes
-                ),
-            ));
+/// Splits a batch's records into those to store (client addresses written canonically) and
+/// those refused, with their sequence and why.
+pub fn sort_records(
+    records: Vec<AccessRecord>,
+    limits: &Limits,
+    time: TimeBounds,
+) -> (Vec<AccessRecord>, Vec<RefusedRecord>) {
+    let mut kept = Vec::with_capacity(records.len());
+    let mut refused = Vec::new();
+    for (i, mut r) in records.into_iter().enumerate() {
+        match check_record(i, &r, limits, time) {
+            Ok(()) => {
+                if !r.client_address.is_empty()
+                    && let Ok(ip) = contract::parse_ip(&r.client_address)
+                {
+                    let canonical = ip.to_string();
+                    if canonical != r.client_address {
+                        r.client_address = canonical;
+                    }
+                }
+                kept.push(r);
+            }
+            Err(reason) => refused.push(RefusedRecord {
+                sequence: r.sequence,
+                reason,
+            }),
         }
     }
-    Ok(())
-}
-
-/// Shortens a rejected value for an error message.
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    (kept, refused)
 }
 
 /// Filter instances whose reported drop counts are remembered at most; beyond it the ones
@@ -159,6 +160,7 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     dropped: Mutex<HashMap<(String, u32, String), DropCount>>,
     detection: Option<Arc<Detection>>,
+    retention: std::time::Duration,
 }
 
 impl Ingest {
@@ -176,7 +178,14 @@ impl Ingest {
             metrics,
             dropped: Mutex::new(HashMap::new()),
             detection: None,
+            retention: std::time::Duration::ZERO,
         }
+    }
+
+    /// Refuses records older than `retention` (zero: none are too old).
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Also hands every validated batch to the rules engine.
@@ -189,17 +198,27 @@ impl Ingest {
     pub async fn export(&self, req: ExportRequest) -> Result<ExportResponse, Error> {
         self.metrics.batches_received.fetch_add(1, Relaxed);
         let n = req.records.len() as u64;
-        if let Err(e) = validate(&req, &self.limits) {
+        if let Err(e) = validate_envelope(&req, &self.limits) {
             self.metrics.batches_rejected.fetch_add(1, Relaxed);
             self.metrics.records_rejected.fetch_add(n, Relaxed);
             tracing::warn!(error = %e, "rejected an invalid batch");
             return Err(e);
         }
-        self.metrics.records_received.fetch_add(n, Relaxed);
         let filter = req.filter.unwrap_or_default();
         let highest = req.records.iter().map(|r| r.sequence).max().unwrap_or(0);
+        let time = TimeBounds::at(crate::time::now_ms(), &self.limits, self.retention);
+        let (records, refused) = sort_records(req.records, &self.limits, time);
+        self.metrics
+            .records_received
+            .fetch_add(records.len() as u64, Relaxed);
+        if let Some(first) = refused.first() {
+            self.metrics
+                .records_rejected
+                .fetch_add(refused.len() as u64, Relaxed);
+            tracing::warn!(node = %filter.node_id, worker = filter.worker, refused = refused.len(), of = n, first = %first.reason, "refused records one by one; stored the rest of the batch");
+        }
         self.note_dropped(&filter, req.dropped_total, highest);
-        let records = Arc::new(req.records);
+        let records = Arc::new(records);
         // Evaluation is queued in parallel with the commit: a ban does not wait for the fsync.
         // The acknowledgement waits for both, so an overloaded engine slows ingest down instead
         // of leaving records unevaluated.
@@ -221,6 +240,7 @@ impl Ingest {
                 Ok(ExportResponse {
                     accepted: outcome.accepted,
                     duplicates: outcome.duplicates,
+                    refused,
                 })
             }
             Err(e) => {
@@ -292,6 +312,8 @@ mod tests {
     use super::*;
     use crate::store::tests::{filter, record};
 
+    const NOW: i64 = 1_700_000_000_000;
+
     fn batch(records: Vec<AccessRecord>) -> ExportRequest {
         ExportRequest {
             filter: Some(filter()),
@@ -300,48 +322,109 @@ mod tests {
         }
     }
 
-    fn message(req: &ExportRequest) -> String {
-        validate(req, &Limits::default()).unwrap_err().to_string()
+    fn envelope(req: &ExportRequest) -> String {
+        validate_envelope(req, &Limits::default())
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn time() -> TimeBounds {
+        TimeBounds::at(
+            NOW,
+            &Limits::default(),
+            std::time::Duration::from_secs(86_400),
+        )
+    }
+
+    /// Why record `r`, placed at `i`, is refused.
+    fn refusal(i: usize, r: &AccessRecord) -> String {
+        check_record(i, r, &Limits::default(), time()).unwrap_err()
+    }
+
+    fn at(sequence: u64, time_ms: i64) -> AccessRecord {
+        let mut r = record(sequence, 1);
+        r.time_ms = time_ms;
+        r
     }
 
     #[test]
     fn a_good_batch_passes() {
-        assert!(validate(&batch(vec![record(1, 1), record(2, 2)]), &Limits::default()).is_ok());
+        let req = batch(vec![at(1, NOW), at(2, NOW)]);
+        assert!(validate_envelope(&req, &Limits::default()).is_ok());
+        let (kept, refused) = sort_records(req.records, &Limits::default(), time());
+        assert_eq!((kept.len(), refused.len()), (2, 0));
     }
 
     #[test]
-    fn messages_name_the_record_and_field() {
-        let mut r = record(1, 1);
+    fn refusals_name_the_record_and_field() {
+        let mut r = at(4, NOW);
         r.client_address = "abc".into();
         assert_eq!(
-            message(&batch(vec![record(1, 1), record(2, 1), record(3, 1), r])),
+            refusal(3, &r),
             "records[3].client_address: \"abc\" is not an IP address"
         );
         assert_eq!(
-            message(&batch(vec![record(0, 1)])),
+            refusal(0, &at(0, NOW)),
             "records[0].sequence: must be greater than 0"
         );
-        assert!(
-            message(&batch(vec![record(1, 0)])).starts_with("records[0].time_ms: 0 is not a time")
-        );
-        let mut r = record(1, 1);
+        assert!(refusal(0, &at(1, 0)).starts_with("records[0].time_ms: 0 is not a time"));
+        let mut r = at(1, NOW);
         r.method = "G E T".into();
         assert_eq!(
-            message(&batch(vec![r])),
+            refusal(0, &r),
             "records[0].method: \"G E T\" is not an HTTP method"
         );
+    }
+
+    #[test]
+    fn one_bad_record_is_refused_alone_and_the_rest_of_the_batch_is_kept() {
+        // The blinding attack: a 40-byte method used to make the whole batch invalid.
+        let mut bad = at(2, NOW);
+        bad.method = "A".repeat(40);
+        let (kept, refused) = sort_records(
+            vec![at(1, NOW), bad, at(3, NOW)],
+            &Limits::default(),
+            time(),
+        );
+        assert_eq!(kept.iter().map(|r| r.sequence).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].sequence, 2);
+        assert_eq!(
+            refused[0].reason,
+            "records[1].method: is longer than 32 bytes"
+        );
+    }
+
+    #[test]
+    fn records_from_the_future_or_past_retention_are_refused() {
+        // Clock poisoning: a record dated 2100 must not reach the store or the rules engine.
+        let year_2100 = 4_102_444_800_000;
+        assert!(refusal(0, &at(1, year_2100)).contains("ahead of the collector's clock"));
+        assert!(check_record(0, &at(1, NOW + 299_000), &Limits::default(), time()).is_ok());
+        assert!(refusal(0, &at(1, NOW + 301_000)).contains("limits.max_clock_skew"));
+        assert!(refusal(0, &at(1, NOW - 86_401_000)).contains("older than storage.retention"));
+        let forever = TimeBounds::at(NOW, &Limits::default(), std::time::Duration::ZERO);
+        assert!(check_record(0, &at(1, 1), &Limits::default(), forever).is_ok());
+    }
+
+    #[test]
+    fn client_addresses_are_stored_canonically() {
+        let mut r = at(1, NOW);
+        r.client_address = "::ffff:203.0.113.7".into();
+        let (kept, _) = sort_records(vec![r], &Limits::default(), time());
+        assert_eq!(kept[0].client_address, "203.0.113.7");
     }
 
     #[test]
     fn the_filter_identity_is_required() {
         let mut req = batch(vec![]);
         req.filter.as_mut().unwrap().node_id.clear();
-        assert_eq!(message(&req), "filter.node_id: must not be empty");
+        assert_eq!(envelope(&req), "filter.node_id: must not be empty");
         req.filter = None;
-        assert!(message(&req).starts_with("filter: missing"));
+        assert!(envelope(&req).starts_with("filter: missing"));
         let mut req = batch(vec![]);
         req.filter.as_mut().unwrap().instance_id.clear();
-        assert_eq!(message(&req), "filter.instance_id: must not be empty");
+        assert_eq!(envelope(&req), "filter.instance_id: must not be empty");
     }
 
     #[test]
@@ -350,21 +433,18 @@ mod tests {
             max_batch_records: 2,
             ..Limits::default()
         };
-        let e = validate(
-            &batch(vec![record(1, 1), record(2, 1), record(3, 1)]),
-            &limits,
-        )
-        .unwrap_err();
+        let e = validate_envelope(&batch(vec![at(1, NOW), at(2, NOW), at(3, NOW)]), &limits)
+            .unwrap_err();
         assert_eq!(
             e.to_string(),
             "records: 3 records exceed the maximum of 2 per batch"
         );
-        let mut r = record(1, 1);
+        let mut r = at(1, NOW);
         r.captured_headers
             .insert("x-big".into(), "a".repeat(17_000));
-        assert!(message(&batch(vec![r])).starts_with("records[0]: encoded size"));
-        let mut r = record(1, 1);
+        assert!(refusal(0, &r).starts_with("records[0]: encoded size"));
+        let mut r = at(1, NOW);
         r.path = "/".repeat(9000);
-        assert!(message(&batch(vec![r])).starts_with("records[0].path: 9000 bytes exceed"));
+        assert!(refusal(0, &r).starts_with("records[0].path: 9000 bytes exceed"));
     }
 }

@@ -19,6 +19,7 @@ pub mod push;
 pub mod query;
 pub mod replay;
 pub mod report;
+pub mod safe_text;
 pub mod security;
 pub mod server;
 pub mod store;

@@ -173,13 +173,7 @@ pub async fn access_report(store: &Store, q: &ReportQuery) -> Result<Vec<ReportR
         .await
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
+use crate::safe_text::csv_cell as csv_field;
 
 /// Renders rows as CSV with a header.
 pub fn to_csv(rows: &[ReportRow]) -> String {

@@ -218,6 +218,7 @@ pub async fn serve(
         Arc::clone(&security.filters),
         Arc::clone(&metrics),
     )
+    .with_retention(config.storage.retention.0)
     .with_detection(Arc::clone(&detection));
     let push = Push::new(
         Arc::clone(&decisions),

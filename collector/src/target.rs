@@ -1,12 +1,15 @@
 //! `Target`: an IPv4/IPv6 address or CIDR, validated and normalized at the boundary.
 //!
-//! A bare address becomes a /32 or /128; host bits are zeroed (`10.1.2.3/8` is `10.0.0.0/8`), so
-//! two spellings of the same network are the same decision.
+//! A bare address becomes a /32 or /128; host bits are zeroed (`10.1.2.3/8` is `10.0.0.0/8`);
+//! IPv4-mapped IPv6 is written as IPv4 and zone ids are refused (the record contract's address
+//! form, which the filter's lookups and the rules engine use too), so every spelling of the same
+//! network is the same decision.
 
 use ipnet::IpNet;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use warden_proto::contract;
 
 /// A normalized network: an address with its host bits zero and a prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,14 +62,16 @@ impl Target {
             16 => IpAddr::from(<[u8; 16]>::try_from(address).ok()?),
             _ => return None,
         };
-        IpNet::new(ip, prefix).ok().map(|n| Target(n.trunc()))
+        IpNet::new(ip, prefix).ok().map(Target::from)
     }
 }
 
 impl From<IpNet> for Target {
-    /// Normalizes a network (host bits cleared).
+    /// Normalizes a network: IPv4-mapped written as IPv4 (the record contract's address form),
+    /// host bits cleared.
     fn from(net: IpNet) -> Self {
-        Target(net.trunc())
+        let (ip, len) = contract::canonical_prefix(net.addr(), net.prefix_len());
+        Target(IpNet::new(ip, len).unwrap_or(net).trunc())
     }
 }
 
@@ -87,11 +92,14 @@ impl FromStr for Target {
         let err = || TargetError {
             input: s.to_string(),
         };
+        if input.contains('%') {
+            return Err(err());
+        }
         if input.contains('/') {
             let net: IpNet = input.parse().map_err(|_| err())?;
-            Ok(Target(net.trunc()))
+            Ok(Target::from(net))
         } else {
-            let ip: IpAddr = input.parse().map_err(|_| err())?;
+            let ip = contract::parse_ip(input).map_err(|_| err())?;
             Ok(Target(IpNet::from(ip)))
         }
     }
@@ -112,6 +120,37 @@ impl serde::Serialize for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv4_mapped_targets_are_ipv4_and_zone_ids_are_refused() {
+        // `warden ban ::ffff:203.0.113.7` used to go into the IPv6 table and never apply.
+        assert_eq!(
+            "::ffff:203.0.113.7".parse::<Target>().unwrap().to_string(),
+            "203.0.113.7/32"
+        );
+        assert_eq!(
+            "::ffff:203.0.113.0/120"
+                .parse::<Target>()
+                .unwrap()
+                .to_string(),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            "::ffff:0:0/64".parse::<Target>().unwrap().to_string(),
+            "::/64"
+        );
+        assert!("fe80::1%eth0".parse::<Target>().is_err());
+        assert!("fe80::1%eth0/64".parse::<Target>().is_err());
+        let t = Target::from_parts(
+            &"::ffff:198.51.100.7"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            128,
+        )
+        .unwrap();
+        assert_eq!(t.address_bytes(), [198, 51, 100, 7]);
+    }
 
     #[test]
     fn bare_addresses_become_host_networks() {

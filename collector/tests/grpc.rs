@@ -84,20 +84,51 @@ async fn a_valid_batch_is_stored_and_queryable() {
 }
 
 #[tokio::test]
-async fn an_invalid_batch_is_refused_whole_with_a_message() {
+async fn an_invalid_record_is_refused_alone_and_the_rest_of_its_batch_stored() {
     let mut c = start(|_| {}).await;
     let mut client = audit_client(&c).await;
     let mut bad = record(4);
     bad.client_address = "abc".into();
-    let err = client
-        .export(batch(vec![record(1), record(2), record(3), bad]))
+    let mut future = record(5);
+    future.time_ms = 4_102_444_800_000; // 2100: would move the rules engine's clock
+    let resp = client
+        .export(batch(vec![record(1), record(2), record(3), bad, future]))
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.accepted, resp.duplicates), (3, 0));
+    let refused: Vec<(u64, &str)> = resp
+        .refused
+        .iter()
+        .map(|r| (r.sequence, r.reason.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
     assert_eq!(
-        err.message(),
-        "records[3].client_address: \"abc\" is not an IP address"
+        refused[0],
+        (4, "records[3].client_address: \"abc\" is not an IP address")
     );
+    assert_eq!(refused[1].0, 5);
+    assert!(
+        refused[1].1.contains("ahead of the collector's clock"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        records(&c, "").await.len(),
+        3,
+        "the valid records are stored"
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_without_a_filter_identity_is_refused_whole_with_a_message() {
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
+    let mut req = batch(vec![record(1)]);
+    req.filter.as_mut().unwrap().instance_id.clear();
+    let err = client.export(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert_eq!(err.message(), "filter.instance_id: must not be empty");
     assert!(
         records(&c, "").await.is_empty(),
         "nothing of the batch is stored"

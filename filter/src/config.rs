@@ -332,12 +332,18 @@ impl Config {
             }
         }
         let r = &mut self.record;
-        range("record.max_header_bytes", r.max_header_bytes, 16, 64 * 1024)?;
+        // The record contract's sizes: a collector accepts records up to these, never less.
+        range(
+            "record.max_header_bytes",
+            r.max_header_bytes,
+            16,
+            warden_proto::contract::MAX_FIELD_BYTES,
+        )?;
         range(
             "record.max_record_bytes",
             r.max_record_bytes,
             1024,
-            1024 * 1024,
+            warden_proto::contract::MAX_RECORD_BYTES,
         )?;
         if r.max_record_bytes > self.batch.max_batch_bytes {
             return Err(invalid(
@@ -465,6 +471,20 @@ mod tests {
         );
         let e = Config::parse(br#"{"deny_list": {"deny_status": 99}}"#).unwrap_err();
         assert!(e.to_string().starts_with("deny_list.deny_status"));
+    }
+
+    #[test]
+    fn record_sizes_stay_within_the_record_contract() {
+        let e = Config::parse(br#"{"record": {"max_header_bytes": 8193}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "record.max_header_bytes: must be between 16 and 8192"
+        );
+        let e = Config::parse(br#"{"record": {"max_record_bytes": 16385}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "record.max_record_bytes: must be between 1024 and 16384"
+        );
     }
 
     #[test]

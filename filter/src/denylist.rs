@@ -247,6 +247,14 @@ impl Prefix {
             16 if prefix_len <= 128 => {
                 let a = u128::from_be_bytes(address.try_into().ok()?);
                 let len = prefix_len as u8;
+                // An IPv4-mapped entry is the IPv4 network it maps (the record contract), or it
+                // would sit in the IPv6 table where no IPv4 client is ever looked up.
+                if let (IpAddr::V4(v4), v4_len) = warden_proto::contract::canonical_prefix(
+                    IpAddr::V6(std::net::Ipv6Addr::from(a)),
+                    len,
+                ) {
+                    return Some(Prefix::V4(mask32(u32::from(v4), v4_len), v4_len));
+                }
                 if len <= 64 {
                     Some(Prefix::V6Short(mask64((a >> 64) as u64, len), len))
                 } else {
@@ -451,13 +459,9 @@ fn push<K>(levels: &mut [Vec<(K, Entry)>], len: u8, key: K, entry: Entry) {
     }
 }
 
-/// Unwraps IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so it matches IPv4 entries.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+/// Unwraps IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so it matches IPv4 entries (the record
+/// contract's address form).
+pub use warden_proto::contract::canonical_ip as canonical;
 
 impl Table {
     /// Converts a wire entry; `None` when its address or prefix length is invalid or its action

@@ -179,6 +179,8 @@ pub fn record_completed(
     let decision = identity::decision(a.status, bounded(&details, max), principal.as_ref());
     let principal = identity::attributable(principal, &decision);
     let path = redact_path(&h.path, &config.record, scratch);
+    // Within the record contract, so the collector never refuses the record for its method.
+    let method = warden_proto::contract::bounded_method(&h.method);
     let start_ns = c
         .now_ns
         .saturating_sub(u64::try_from(a.duration_ns).unwrap_or(0));
@@ -191,7 +193,7 @@ pub fn record_completed(
         tls_sni: bounded(&sni, max),
         tls_version: &tls_version,
         authority: bounded(&h.authority, max),
-        method: bounded(&h.method, max),
+        method: &method,
         path: bounded(path, max),
         protocol: &protocol,
         status: a.status,
@@ -240,6 +242,7 @@ pub fn record_blocked(
         warden_decision_id: m.decision_id,
     };
     let path = redact_path(&h.path, &config.record, scratch);
+    let method = warden_proto::contract::bounded_method(&h.method);
     let view = RecordView {
         time_ms: ms(b.now_ns),
         request_id: bounded(&h.request_id, max),
@@ -247,7 +250,7 @@ pub fn record_blocked(
         client_port,
         x_forwarded_for: bounded(&h.x_forwarded_for, max),
         authority: bounded(&h.authority, max),
-        method: bounded(&h.method, max),
+        method: &method,
         path: bounded(path, max),
         status: b.status,
         response_code_details: "warden_denied",

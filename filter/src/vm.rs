@@ -20,7 +20,8 @@
 //!   clock. The record is encoded straight into the open batch; a full batch, or an urgent
 //!   record, wakes the root context through a shared queue instead of waiting for the tick.
 
-use warden_proto::pb::FilterIdentity;
+use prost::Message;
+use warden_proto::pb::{ExportResponse, FilterIdentity};
 
 use crate::attributes::{Compiled, Plan};
 use crate::batch::{Appended, Outcome, Shipper};
@@ -549,7 +550,17 @@ impl Vm {
             }
             return;
         }
-        // Only gRPC OK delivers a message on a unary call: the batch is committed.
+        // Only gRPC OK delivers a message on a unary call: the batch is committed, except the
+        // records the collector refused one by one, which the answer lists.
+        let refused = if size > 0 {
+            let message = host
+                .buffer(BufferType::GrpcReceive, 0, size)
+                .unwrap_or_default();
+            refused_records(host, &message)
+        } else {
+            0
+        };
+        self.metrics.add(Counter::RecordsRejected, refused);
         self.export_done(host, token, None);
     }
 
@@ -610,6 +621,26 @@ impl Vm {
     fn shipper(&self) -> &Shipper {
         self.shipper.as_ref().expect("configured")
     }
+}
+
+/// How many records an `Export` answer says were refused; the first reason is logged, since
+/// the filter should never build a record the collector refuses (a newer collector's contract,
+/// a clock far off).
+fn refused_records(host: &impl Host, message: &[u8]) -> u64 {
+    let Ok(answer) = ExportResponse::decode(message) else {
+        return 0;
+    };
+    if let Some(first) = answer.refused.first() {
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "the collector refused {} record(s) of a batch, first: {}",
+                answer.refused.len(),
+                first.reason
+            ),
+        );
+    }
+    answer.refused.len() as u64
 }
 
 fn count_outcome(metrics: &mut Metrics, outcome: Outcome) {

@@ -3,6 +3,8 @@
 //! `pb` holds the prost messages (they build for wasm32, which the filter needs); with the `grpc`
 //! feature it also holds the tonic client and server stubs the collector and tests use.
 
+pub mod contract;
+
 /// Generated from `proto/warden/v1/warden.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod pb {

@@ -306,15 +306,13 @@ impl<'r> View<'r> {
 /// The client address; IPv4-mapped IPv6 (a dual-stack listener's view of an IPv4 client) is
 /// treated as IPv4 so both spellings share a key.
 fn parse_addr(s: &str) -> Option<IpAddr> {
-    let ip = match s.parse::<IpAddr>() {
-        Ok(ip) => ip,
+    match warden_proto::contract::parse_ip(s) {
+        Ok(ip) => Some(ip),
         // Tolerate `addr:port` in case a filter version sends it joined.
-        Err(_) => s.parse::<SocketAddr>().ok()?.ip(),
-    };
-    Some(match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    })
+        Err(_) => Some(warden_proto::contract::canonical_ip(
+            s.parse::<SocketAddr>().ok()?.ip(),
+        )),
+    }
 }
 
 fn strip_port(authority: &str) -> &str {

@@ -48,10 +48,13 @@ pub enum ListError {
 /// clear.
 pub fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net.trunc());
-    }
-    s.parse::<IpAddr>().ok().map(IpNet::from)
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
+    };
+    // The record contract's form: IPv4-mapped entries are IPv4, so they match IPv4 clients.
+    let (ip, len) = warden_proto::contract::canonical_prefix(net.addr(), net.prefix_len());
+    Some(IpNet::new(ip, len).unwrap_or(net).trunc())
 }
 
 /// Parses list text. `file` names the source in errors and in origins (`list:<file>`). All bad

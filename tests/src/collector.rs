@@ -223,6 +223,23 @@ impl Collector {
         self.client(Some(&self.admin_token()))
     }
 
+    /// The value of one series of `/metrics` (`name` with its labels, e.g.
+    /// `warden_grpc_refused_total{reason="permission_denied"}`); 0 when absent.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http()
+            .get(format!("{}/metrics", self.base_url()))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// `GET /api/v1/records?{query}`, returning the records.
     pub async fn records(&self, query: &str) -> Result<Vec<Value>, String> {
         let url = format!("{}/api/v1/records?{query}", self.base_url());

@@ -344,26 +344,6 @@ fn envoy_gateway_template(dir: &Path, mount: &Path) -> PathBuf {
     path
 }
 
-async fn refused_for_node_id(collector: &Collector) -> u64 {
-    let text = collector
-        .http()
-        .get(format!("{}/metrics", collector.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("warden_grpc_refused_total{reason=\"permission_denied\"} ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
@@ -519,7 +499,10 @@ async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_ove
         .await;
     }
     eventually("the impostor's node id to be refused", || async {
-        match refused_for_node_id(&collector).await {
+        match collector
+            .metric("warden_grpc_refused_total{reason=\"permission_denied\"}")
+            .await
+        {
             0 => Err("0".to_string()),
             _ => Ok(()),
         }

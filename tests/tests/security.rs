@@ -31,22 +31,7 @@ fn collector_tls(trusted_ca: &Path, client: &Path) -> CollectorTls {
 }
 
 async fn metric(collector: &Collector, name: &str) -> u64 {
-    metric_text(collector, name).await
-}
-
-async fn metric_text(collector: &Collector, name: &str) -> u64 {
-    let text = collector
-        .http()
-        .get(format!("{}/metrics", collector.base_url()))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
+    collector.metric(name).await
 }
 
 #[tokio::test]

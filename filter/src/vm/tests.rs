@@ -699,3 +699,82 @@ fn the_collector_token_can_come_from_the_vm_environment() {
         )]
     );
 }
+
+#[test]
+fn records_the_collector_refuses_one_by_one_are_counted_and_logged() {
+    let mut s = setup("{}");
+    request(&mut s, 1);
+    advance(&mut s, 10_000);
+    s.vm.tick(&s.host);
+    let token = s.host.calls.borrow()[0].token;
+    let answer = warden_proto::pb::ExportResponse {
+        accepted: 0,
+        duplicates: 0,
+        refused: vec![warden_proto::pb::RefusedRecord {
+            sequence: 1,
+            reason: "records[0].time_ms: 4102444800000 is 2300000 s ahead".into(),
+        }],
+    }
+    .encode_to_vec();
+    s.host.set_grpc_message(&answer);
+    s.vm.grpc_receive(&s.host, token, answer.len());
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.records_rejected"), 1);
+    assert!(
+        s.host
+            .logged("refused 1 record(s) of a batch, first: records[0].time_ms")
+    );
+    assert_eq!(s.vm.shipper().pending_len(), 0, "not retried");
+}
+
+#[test]
+fn a_method_the_contract_would_refuse_is_recorded_within_it() {
+    // The blinding attack: a 40-byte HTTP/2 method made the whole batch invalid.
+    let mut s = setup("{}");
+    let long = "A".repeat(40);
+    s.host.set_request_headers(&[
+        (":authority", b"shop.test"),
+        (":path", b"/login"),
+        (":method", long.as_bytes()),
+    ]);
+    request(&mut s, 1);
+    let records = shipped(&mut s);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].method, "A".repeat(32));
+    assert_eq!(
+        warden_proto::contract::check_record(&records[0], Default::default()),
+        Ok(())
+    );
+}
+
+#[test]
+fn an_ipv4_mapped_entry_blocks_the_ipv4_client() {
+    let mut s = setup("{}");
+    s.vm.tick(&s.host);
+    let token = s.host.streams.borrow().last().map(|(t, _, _)| *t).unwrap();
+    let mapped: std::net::Ipv6Addr = "::ffff:127.0.0.9".parse().unwrap();
+    let update = DenyListUpdate {
+        update: Some(deny_list_update::Update::Snapshot(SnapshotChunk {
+            version: 3,
+            first: true,
+            last: true,
+            entries: vec![ListEntry {
+                address: mapped.octets().to_vec(),
+                prefix_len: 128,
+                action: Action::Deny as i32,
+                expires_at_ms: 0,
+                decision_id: 7,
+                reason: "mapped".into(),
+                origin: "manual".into(),
+            }],
+        })),
+    }
+    .encode_to_vec();
+    s.host.set_grpc_message(&update);
+    s.vm.grpc_receive(&s.host, token, update.len());
+    assert_eq!(
+        s.vm.request_headers(&s.host, 1),
+        PAUSE,
+        "127.0.0.9 is refused by the ::ffff:127.0.0.9 entry"
+    );
+}

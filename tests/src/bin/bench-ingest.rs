@@ -214,8 +214,15 @@ async fn compare_tls(rules: &str, records: u64, senders: u64, sizes: &[u64]) -> 
                     round + 1,
                     if variant == 0 { "plaintext" } else { "mTLS" }
                 );
-                this[variant] =
-                    run(&label, rules, &transports[variant], records, senders, batch_size).await?;
+                this[variant] = run(
+                    &label,
+                    rules,
+                    &transports[variant],
+                    records,
+                    senders,
+                    batch_size,
+                )
+                .await?;
                 rates[variant].push(this[variant]);
             }
             ratios.push(this[1] / this[0]);
@@ -255,7 +262,15 @@ async fn main() -> Result<()> {
     }
     for batch_size in batch_sizes {
         let plain = Transport::Plaintext;
-        run("20 rules + storage", &rules, &plain, records, senders, batch_size).await?;
+        run(
+            "20 rules + storage",
+            &rules,
+            &plain,
+            records,
+            senders,
+            batch_size,
+        )
+        .await?;
         run("storage only", "", &plain, records, senders, batch_size).await?;
     }
     Ok(())

@@ -1,0 +1,217 @@
+//! Holes in the audit trail found by trying it as an attacker would, each replayed end to end
+//! against the fix: a strange method that used to blind the trail (its batch refused whole),
+//! records dated far in the future that used to move the rules engine's clock, an IPv4-mapped ban
+//! that never applied, and stored strings that reached terminals and spreadsheets as escape
+//! sequences and formulas.
+
+use std::net::IpAddr;
+use std::time::Duration;
+use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, eventually};
+use warden_proto::pb::audit_service_client::AuditServiceClient;
+use warden_proto::pb::{AccessRecord, ExportRequest, FilterIdentity, Principal, PrincipalSource};
+
+fn now_ms() -> i64 {
+    warden_e2e::auth::now_secs() * 1000
+}
+
+fn export_request(records: Vec<AccessRecord>) -> tonic::Request<ExportRequest> {
+    tonic::Request::new(ExportRequest {
+        filter: Some(FilterIdentity {
+            node_id: "trail-test".into(),
+            worker: 0,
+            instance_id: "trail-test-1".into(),
+            filter_version: "test".into(),
+        }),
+        records,
+        dropped_total: 0,
+    })
+}
+
+/// Sends `records` as one Export with the collector's local filter token.
+async fn export(
+    collector: &Collector,
+    records: Vec<AccessRecord>,
+) -> warden_proto::pb::ExportResponse {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", collector.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = export_request(records);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", collector.filter_token())
+            .parse()
+            .unwrap(),
+    );
+    AuditServiceClient::new(channel)
+        .export(request)
+        .await
+        .expect("Export")
+        .into_inner()
+}
+
+fn record(sequence: u64, client: &str) -> AccessRecord {
+    AccessRecord {
+        sequence,
+        time_ms: now_ms(),
+        client_address: client.into(),
+        method: "GET".into(),
+        authority: "shop.example".into(),
+        path: "/".into(),
+        status: 200,
+        ..AccessRecord::default()
+    }
+}
+
+#[tokio::test]
+async fn a_strange_method_neither_goes_unrecorded_nor_takes_other_clients_records_with_it() {
+    let collector = Collector::start().await;
+    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut options = EnvoyOptions::new(&collector, upstream);
+    // One batch for everything sent below.
+    options.filter_config = serde_json::json!({ "batch": { "flush_interval_ms": 2000 } });
+    let envoy = Envoy::start(options).await;
+    let attacker: IpAddr = "127.0.0.71".parse().unwrap();
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(attacker)
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let method = reqwest::Method::from_bytes("A".repeat(40).as_bytes()).unwrap();
+    let served = h2
+        .request(method, envoy.url("/login"))
+        .send()
+        .await
+        .expect("Envoy serves the request");
+    assert!(served.status().as_u16() < 500, "{}", served.status());
+    assert_eq!(
+        Client::from("127.0.0.72")
+            .get(&envoy.url("/other-client"))
+            .await
+            .status,
+        200
+    );
+    let records = eventually("both clients' records", || async {
+        let a = collector.records("ip=127.0.0.71").await?;
+        let b = collector.records("ip=127.0.0.72").await?;
+        if a.is_empty() || b.is_empty() {
+            return Err(format!("{} and {} records", a.len(), b.len()));
+        }
+        Ok(a)
+    })
+    .await;
+    assert_eq!(records[0]["method"], "A".repeat(32), "{}", records[0]);
+    assert_eq!(records[0]["path"], "/login");
+}
+
+#[tokio::test]
+async fn records_from_the_future_are_refused_one_by_one_and_the_rest_stored() {
+    let collector = Collector::start().await;
+    let mut future = record(2, "198.51.100.9");
+    future.time_ms = 4_102_444_800_000; // 2100-01-01
+    let mut garbage = record(3, "198.51.100.9");
+    garbage.method = "A".repeat(40);
+    let answer = export(
+        &collector,
+        vec![
+            record(1, "198.51.100.9"),
+            future,
+            garbage,
+            record(4, "198.51.100.9"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.accepted, 2);
+    let refused: Vec<(u64, String)> = answer
+        .refused
+        .into_iter()
+        .map(|r| (r.sequence, r.reason))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0, 2);
+    assert!(
+        refused[0].1.contains("limits.max_clock_skew"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused[1],
+        (3, "records[2].method: is longer than 32 bytes".into())
+    );
+    let stored = collector.records("ip=198.51.100.9").await.unwrap();
+    assert_eq!(stored.len(), 2);
+    assert_eq!(
+        collector.metric("warden_records_rejected_total").await,
+        2,
+        "refused records are counted"
+    );
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_ban_blocks_the_ipv4_client() {
+    let collector = Collector::start().await;
+    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let envoy = Envoy::start(EnvoyOptions::new(&collector, upstream)).await;
+    let client = Client::from("127.0.0.73");
+    assert_eq!(client.get(&envoy.url("/before")).await.status, 200);
+    let out = collector.cli(&["ban", "::ffff:127.0.0.73", "--reason", "mapped"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("127.0.0.73/32"), "{stdout}");
+    eventually("the mapped ban enforced on the IPv4 client", || async {
+        match client.get(&envoy.url("/after")).await.status {
+            403 => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stored_strings_reach_terminals_and_spreadsheets_as_data() {
+    let collector = Collector::start().await;
+    let mut r = record(1, "198.51.100.20");
+    r.authority = "evil\u{1b}[2J.example".into();
+    r.path = "/\u{1b}]0;owned\u{7}".into();
+    r.principal = Some(Principal {
+        source: PrincipalSource::Jwt as i32,
+        name: "=cmd|' /C calc'!A0".into(),
+        ..Principal::default()
+    });
+    let answer = export(&collector, vec![r]).await;
+    assert_eq!(answer.accepted, 1, "{answer:?}");
+
+    let query = collector.cli(&["query", "--since", "1h"]);
+    let text = String::from_utf8_lossy(&query.stdout);
+    assert!(query.status.success(), "{query:?}");
+    assert!(!query.stdout.contains(&0x1b), "raw escape in:\n{text}");
+    assert!(!query.stdout.contains(&0x07), "raw BEL in:\n{text}");
+    // (Hosts are stored lower-cased.)
+    assert!(text.contains("evil\\x1b[2j.example"), "{text}");
+
+    for format in ["table", "csv"] {
+        let report = collector.cli(&["report", "access", "--since", "1h", "--format", format]);
+        let text = String::from_utf8_lossy(&report.stdout);
+        assert!(report.status.success(), "{report:?}");
+        assert!(!report.stdout.contains(&0x1b), "raw escape in:\n{text}");
+        if format == "csv" {
+            assert!(text.contains("\"'=cmd|' /C calc'!A0\""), "{text}");
+            assert!(
+                !text.lines().any(|l| l.starts_with('=')),
+                "a formula cell in:\n{text}"
+            );
+        }
+    }
+
+    // JSON stays exact (escaped the JSON way, not altered).
+    let json = collector.cli(&["query", "--since", "1h", "--json"]);
+    let line: serde_json::Value =
+        serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["authority"], "evil\u{1b}[2j.example");
+}
