@@ -79,7 +79,7 @@ for _ in $(seq 200); do [ -s "$run_dir/ready.json" ] && break; sleep 0.05; done
 
 # Keys, certificates and a token for alice (role admin), valid for an hour.
 token=$("$token_bin" "$auth_dir")
-filter_config='{"collector":{"cluster":"warden_collector"},"identity":{"jwt_extra_claims":["email","client_id","role"]}}'
+filter_config='{"collector":{"cluster":"warden_collector"},"identity":{"jwt_extra_claims":["email","client_id","role"],"basic_auth_user_header":"x-warden-basic-user"}}'
 scripts/render-envoy.sh envoy/auth.yaml.tmpl NODE_ID=warden-demo ADMIN_PORT="$ENVOY_ADMIN_PORT" \
   LISTENER_PORT="$ENVOY_LISTENER_PORT" MTLS_LISTENER_PORT="$ENVOY_MTLS_PORT" \
   UPSTREAM_PORT="${UPSTREAM##*:}" COLLECTOR_GRPC_PORT="${COLLECTOR_GRPC##*:}" WASM_PATH="$wasm" \

@@ -864,9 +864,18 @@ fn record_row(r: &Value) -> Vec<String> {
         str_of(&r["path"]),
         r["status"].to_string(),
         duration(r["duration_us"].as_u64().unwrap_or(0)),
-        opt_of(&r["principal"]),
+        principal_cell(r),
         opt_of(&r["decision"]),
     ]
+}
+
+/// The PRINCIPAL cell: the verified principal, else what the client only claimed, marked so
+/// that it never reads as an identity.
+fn principal_cell(r: &Value) -> String {
+    match (&r["principal"], &r["claimed_user"]) {
+        (Value::String(_), _) | (_, Value::Null) => opt_of(&r["principal"]),
+        (_, claimed) => format!("(claimed) {}", str_of(claimed)),
+    }
 }
 
 async fn ban(a: BanArgs) -> Result<String, CliError> {

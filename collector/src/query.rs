@@ -350,6 +350,8 @@ pub struct StoredRecord {
     pub principal: Option<String>,
     /// `jwt`, `mtls`, `basic_auth`, `api_key`, `ext_authz`, or null.
     pub principal_source: Option<String>,
+    /// A user name the client claimed that no mechanism verified (never a principal), or null.
+    pub claimed_user: Option<String>,
     /// JWT issuer.
     pub principal_issuer: String,
     /// JWT audiences.
@@ -420,6 +422,7 @@ impl StoredRecord {
             principal_source: p
                 .and_then(|p| principal_source_name(p.source))
                 .map(Into::into),
+            claimed_user: Some(r.claimed_user.clone()).filter(|c| !c.is_empty()),
             principal_issuer: text(p.map(|p| &p.issuer)),
             principal_audiences: p.map(|p| p.audiences.clone()).unwrap_or_default(),
             principal_claims: p

@@ -149,7 +149,36 @@ pub struct RecordConfig {
     /// Path segment patterns, e.g. `/users/{id}/reset/*`: segments written `{name}` are replaced
     /// by `{name}` in the recorded path, `*` matches any one segment, a final `**` any rest.
     pub path_scrub_patterns: Vec<String>,
+    /// Path segments that look like credentials are replaced by `REDACTED`: a JWT, 32 or more
+    /// hex digits, 24 or more base64url characters mixing letters and digits (a UUID is kept),
+    /// or a segment starting with one of `token_segment_prefixes`.
+    pub redact_token_segments: bool,
+    /// Prefixes of well-known credentials (API keys, personal access tokens) whose path
+    /// segments are always redacted when `redact_token_segments` is on.
+    pub token_segment_prefixes: Vec<String>,
 }
+
+/// Prefixes of credentials that providers make recognisable on purpose.
+pub const DEFAULT_TOKEN_PREFIXES: &[&str] = &[
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "pk_live_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "github_pat_",
+    "glpat-",
+    "xoxb-",
+    "xoxp-",
+    "xoxa-",
+    "AKIA",
+    "ASIA",
+    "AIza",
+    "eyJ",
+    "wdn_",
+];
 
 impl Default for RecordConfig {
     fn default() -> Self {
@@ -160,6 +189,11 @@ impl Default for RecordConfig {
             kept_query_params: Vec::new(),
             captured_headers: Vec::new(),
             path_scrub_patterns: Vec::new(),
+            redact_token_segments: true,
+            token_segment_prefixes: DEFAULT_TOKEN_PREFIXES
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
         }
     }
 }
@@ -220,6 +254,10 @@ pub struct IdentityConfig {
     pub api_key_secret: String,
     /// Request header in which ext_authz puts the authenticated user.
     pub ext_authz_user_header: String,
+    /// Request header in which Envoy's basic_auth filter puts the user whose password it
+    /// checked (its `forward_username_header`). Without it, a basic-auth user name is only a
+    /// claim: recorded as `claimed_user`, never as the principal.
+    pub basic_auth_user_header: String,
 }
 
 impl Default for IdentityConfig {
@@ -231,6 +269,7 @@ impl Default for IdentityConfig {
             api_key_header: String::new(),
             api_key_secret: String::new(),
             ext_authz_user_header: String::new(),
+            basic_auth_user_header: String::new(),
         }
     }
 }
@@ -358,6 +397,12 @@ impl Config {
             ));
         }
         header_names("record.captured_headers", &mut r.captured_headers)?;
+        if let Some(p) = r.token_segment_prefixes.iter().find(|p| p.len() < 3) {
+            return Err(invalid(
+                "record.token_segment_prefixes",
+                format!("{p:?} is too short to mark a credential (3 characters at least)"),
+            ));
+        }
         for p in &r.path_scrub_patterns {
             if !p.starts_with('/') {
                 return Err(invalid(
@@ -402,11 +447,22 @@ impl Config {
                 ));
             }
         }
-        if !i.ext_authz_user_header.is_empty() {
-            let mut h = [std::mem::take(&mut i.ext_authz_user_header)];
-            header_names("identity.ext_authz_user_header", &mut h)?;
-            let [h] = h;
-            i.ext_authz_user_header = h;
+        for (field, header) in [
+            (
+                "identity.ext_authz_user_header",
+                &mut i.ext_authz_user_header,
+            ),
+            (
+                "identity.basic_auth_user_header",
+                &mut i.basic_auth_user_header,
+            ),
+        ] {
+            if !header.is_empty() {
+                let mut h = [std::mem::take(header)];
+                header_names(field, &mut h)?;
+                let [h] = h;
+                *header = h;
+            }
         }
         Ok(())
     }

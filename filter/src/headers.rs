@@ -12,6 +12,8 @@ pub struct Wanted {
     pub api_key: String,
     /// `identity.ext_authz_user_header` (lower case; empty: none).
     pub ext_authz_user: String,
+    /// `identity.basic_auth_user_header` (lower case; empty: none).
+    pub basic_auth_user: String,
 }
 
 /// The headers of one request (first value of each; empty when absent).
@@ -35,6 +37,8 @@ pub struct RequestHeaders<'a> {
     pub api_key: Option<&'a [u8]>,
     /// The configured ext_authz identity header.
     pub ext_authz_user: Option<&'a [u8]>,
+    /// The configured basic_auth forwarded-user header.
+    pub basic_auth_user: Option<&'a [u8]>,
     /// Captured headers: index into [`Wanted::captured`] and value.
     pub captured: Vec<(usize, &'a [u8])>,
 }
@@ -72,6 +76,9 @@ impl<'a> RequestHeaders<'a> {
             if !wanted.ext_authz_user.is_empty() && name == wanted.ext_authz_user.as_bytes() {
                 set_opt(&mut h.ext_authz_user, value);
             }
+            if !wanted.basic_auth_user.is_empty() && name == wanted.basic_auth_user.as_bytes() {
+                set_opt(&mut h.basic_auth_user, value);
+            }
             if let Some(i) = wanted.captured.iter().position(|c| c.as_bytes() == name)
                 && !h.captured.iter().any(|(j, _)| *j == i)
             {
@@ -105,6 +112,7 @@ mod tests {
             captured: vec!["x-missing".into(), "x-tenant".into()],
             api_key: "x-api-key".into(),
             ext_authz_user: String::new(),
+            basic_auth_user: String::new(),
         };
         let h = RequestHeaders::scan(&bytes, &wanted);
         assert_eq!(h.authority, b"shop.test");

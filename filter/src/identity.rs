@@ -35,6 +35,9 @@ pub struct IdentityFacts<'a> {
     pub api_key: Option<&'a [u8]>,
     /// The configured ext_authz identity header, when Envoy (not the client) set it.
     pub ext_authz_user: Option<&'a str>,
+    /// The user Envoy's basic_auth filter checked the password of (its forwarded-user header),
+    /// when Envoy (not the client) set it.
+    pub basic_auth_user: Option<&'a str>,
 }
 
 /// How a request was decided, borrowing its reason and policy (no allocation per request).
@@ -123,8 +126,8 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
         && facts.cert_fingerprint.is_empty();
     if facts.jwt_claims.is_none()
         && facts.ext_authz_user.is_none()
+        && facts.basic_auth_user.is_none()
         && no_certificate
-        && facts.authorization.is_none()
         && facts.api_key.is_none()
     {
         // The plain request: nothing to look at, nothing allocated.
@@ -167,13 +170,11 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
         p.name = name;
         return Some(p);
     }
-    if let Some(user) = facts
-        .authorization
-        .and_then(|a| std::str::from_utf8(a).ok())
-        .and_then(basic_auth_user)
-    {
+    // Only the user whose password Envoy's basic_auth checked: a user name in an
+    // `Authorization: Basic` header on its own is a claim (see [`claimed_user`]).
+    if let Some(user) = facts.basic_auth_user.filter(|u| !u.is_empty()) {
         p.source = PrincipalSource::BasicAuth as i32;
-        p.name = user;
+        p.name = user.to_string();
         return Some(p);
     }
     if let Some(key) = facts.api_key.filter(|k| !k.is_empty()) {
@@ -182,6 +183,21 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
         return Some(p);
     }
     None
+}
+
+/// The user name a client claimed in an `Authorization: Basic` header that the record's
+/// principal does not already name (no mechanism verified it, or its password was wrong): kept
+/// apart, so that it never reads as an identity but failures can still be counted per account.
+pub fn claimed_user(facts: &IdentityFacts<'_>, principal: Option<&Principal>) -> Option<String> {
+    let user = facts
+        .authorization
+        .and_then(|a| std::str::from_utf8(a).ok())
+        .and_then(basic_auth_user)
+        .filter(|u| !u.is_empty())?;
+    match principal {
+        Some(p) if p.name == user => None,
+        _ => Some(user),
+    }
 }
 
 /// The identity an authorizer (ext_authz) put in a request header, given the header's value
@@ -370,16 +386,30 @@ mod tests {
     }
 
     #[test]
-    fn basic_auth_gives_the_user_never_the_password() {
-        // "bob:s3cret"
-        let facts = IdentityFacts {
+    fn a_basic_auth_user_is_only_a_claim_until_envoy_checked_the_password() {
+        // "bob:s3cret", sent by anyone on any route: not an identity.
+        let claimed = IdentityFacts {
             authorization: Some(b"Basic Ym9iOnMzY3JldA=="),
             ..Default::default()
         };
-        let p = principal(&facts, &cfg()).unwrap();
+        assert_eq!(principal(&claimed, &cfg()), None);
+        assert_eq!(claimed_user(&claimed, None).as_deref(), Some("bob"));
+        // Envoy's basic_auth checked it and forwarded the user.
+        let verified = IdentityFacts {
+            basic_auth_user: Some("bob"),
+            ..claimed.clone()
+        };
+        let p = principal(&verified, &cfg()).unwrap();
         assert_eq!(p.source, PrincipalSource::BasicAuth as i32);
         assert_eq!(p.name, "bob");
+        assert_eq!(claimed_user(&verified, Some(&p)), None, "not twice");
         assert!(!format!("{p:?}").contains("s3cret"));
+        // Another principal (a JWT) with a different basic user: the basic user stays a claim.
+        let jwt = Principal {
+            name: "alice".into(),
+            ..Principal::default()
+        };
+        assert_eq!(claimed_user(&claimed, Some(&jwt)).as_deref(), Some("bob"));
         assert_eq!(basic_auth_user("Bearer abc"), None);
         assert_eq!(basic_auth_user("Basic !!!"), None);
     }

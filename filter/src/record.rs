@@ -113,25 +113,42 @@ pub fn redact_path<'a>(path: &'a str, config: &RecordConfig, scratch: &'a mut St
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
-    let scrubbed = scrub_path(p, &config.path_scrub_patterns);
+    let mut scrubbed = scrub_path(p, &config.path_scrub_patterns);
+    if config.redact_token_segments {
+        let base = scrubbed.as_deref().unwrap_or(p);
+        if let Some(t) = redact_token_segments(base, &config.token_segment_prefixes) {
+            scrubbed = Some(t);
+        }
+    }
     if scrubbed.is_none() && query.is_none() {
         return path;
     }
     scratch.clear();
     scratch.push_str(scrubbed.as_deref().unwrap_or(p));
-    let Some(query) = query else {
-        return scratch;
-    };
-    if config.query_string == QueryStringMode::Drop {
-        return scratch;
+    if let Some(query) = query {
+        push_query(scratch, query, config);
     }
-    scratch.push('?');
+    scratch
+}
+
+/// Appends `?` and the query string as the configuration records it (nothing in `drop` mode).
+fn push_query(out: &mut String, query: &str, config: &RecordConfig) {
+    if config.query_string == QueryStringMode::Drop {
+        return;
+    }
+    out.push('?');
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
-            scratch.push('&');
+            out.push('&');
         }
         let Some((name, value)) = pair.split_once('=') else {
-            scratch.push_str(pair);
+            // A parameter without `=` is all value (`?eyJhbGciOi...`, `?s3cret`): kept only
+            // where values are kept and it does not look like a credential.
+            let keep = match config.query_string {
+                QueryStringMode::Keep => !looks_like_token(pair, &config.token_segment_prefixes),
+                _ => pair.is_empty() || config.kept_query_params.iter().any(|k| k == pair),
+            };
+            out.push_str(if keep { pair } else { REDACTED });
             continue;
         };
         let keep = !is_secret_param(name)
@@ -139,11 +156,87 @@ pub fn redact_path<'a>(path: &'a str, config: &RecordConfig, scratch: &'a mut St
                 QueryStringMode::Keep => true,
                 _ => config.kept_query_params.iter().any(|k| k == name),
             };
-        scratch.push_str(name);
-        scratch.push('=');
-        scratch.push_str(if keep { value } else { REDACTED });
+        out.push_str(name);
+        out.push('=');
+        out.push_str(if keep { value } else { REDACTED });
     }
-    scratch
+}
+
+/// A captured header value with any query string in it (a `Referer`, an `Origin` with a URL)
+/// recorded like the request's own; borrowed when it has none.
+pub fn redact_header_value<'a>(value: Cow<'a, str>, config: &RecordConfig) -> Cow<'a, str> {
+    let Some((base, query)) = value.split_once('?') else {
+        return value;
+    };
+    let mut out = String::with_capacity(value.len());
+    out.push_str(base);
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    push_query(&mut out, query, config);
+    if fragment.is_some() {
+        // A fragment can carry tokens too (OAuth implicit flow): never kept.
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    Cow::Owned(out)
+}
+
+/// Whether a path segment or valueless parameter looks like a credential: a JWT, 32 or more
+/// hex digits, a long base64url run mixing letters and digits (UUIDs excepted), or a known
+/// credential prefix.
+pub fn looks_like_token(segment: &str, prefixes: &[String]) -> bool {
+    if segment.len() < 16 {
+        return prefixes
+            .iter()
+            .any(|p| segment.len() > p.len() && segment.starts_with(p.as_str()));
+    }
+    if prefixes.iter().any(|p| segment.starts_with(p.as_str())) {
+        return true;
+    }
+    let b = segment.as_bytes();
+    let base64url = |c: &u8| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_';
+    let jwt = segment.split('.').count() == 3
+        && segment
+            .split('.')
+            .all(|part| part.len() >= 4 && part.bytes().all(|c| base64url(&c)));
+    if jwt {
+        return true;
+    }
+    if b.len() >= 32 && b.iter().all(u8::is_ascii_hexdigit) {
+        return true;
+    }
+    let uuid = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    b.len() >= 24
+        && !uuid
+        && b.iter().all(base64url)
+        && b.iter().any(u8::is_ascii_digit)
+        && b.iter().any(u8::is_ascii_lowercase)
+        && b.iter().any(u8::is_ascii_uppercase)
+}
+
+/// The path with every segment that looks like a credential replaced by `REDACTED`; `None`
+/// when there is none (the common case: no allocation).
+fn redact_token_segments(path: &str, prefixes: &[String]) -> Option<String> {
+    if !path.split('/').any(|s| looks_like_token(s, prefixes)) {
+        return None;
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|s| {
+            if looks_like_token(s, prefixes) {
+                REDACTED
+            } else {
+                s
+            }
+        })
+        .collect();
+    Some(segments.join("/"))
 }
 
 /// The path with `{name}` segments of the first matching pattern replaced; `None` when no
@@ -226,6 +319,8 @@ pub struct RecordView<'a> {
     pub user_agent: &'a str,
     /// Who the client was, when a mechanism established it.
     pub principal: Option<&'a Principal>,
+    /// A user name the client claimed that no mechanism verified.
+    pub claimed_user: &'a str,
     /// How the request was decided.
     pub decision: Option<DecisionView<'a>>,
     /// Captured headers (name, bounded value), secrets never among them.
@@ -381,6 +476,7 @@ impl Encode for Numbered<'_, '_> {
         for (name, value) in r.captured {
             message_field(s, 25, &Entry(name, value));
         }
+        text_field(s, 26, r.claimed_user);
     }
 }
 
@@ -461,6 +557,7 @@ fn longest_string(r: &mut AccessRecord) -> Option<&mut String> {
         &mut r.upstream_cluster,
         &mut r.upstream_host,
         &mut r.user_agent,
+        &mut r.claimed_user,
     ];
     all.extend(r.captured_headers.values_mut());
     if let Some(p) = r.principal.as_mut() {
@@ -496,11 +593,86 @@ mod tests {
     }
 
     #[test]
-    fn the_query_string_is_redacted_by_default_valueless_parameters_kept() {
+    fn the_query_string_is_redacted_by_default_valueless_parameters_too() {
+        // A parameter without `=` is all value: `?<token>` used to be stored verbatim.
         assert_eq!(
             redact("/a/b?x=1&token=abc&page=2&flag", &RecordConfig::default()),
-            "/a/b?x=REDACTED&token=REDACTED&page=REDACTED&flag"
+            "/a/b?x=REDACTED&token=REDACTED&page=REDACTED&REDACTED"
         );
+        assert_eq!(
+            redact(
+                "/cb?eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl",
+                &RecordConfig::default()
+            ),
+            "/cb?REDACTED"
+        );
+        let kept = RecordConfig {
+            kept_query_params: vec!["debug".into()],
+            ..Default::default()
+        };
+        assert_eq!(redact("/p?debug&x", &kept), "/p?debug&REDACTED");
+        let keep = RecordConfig {
+            query_string: QueryStringMode::Keep,
+            ..Default::default()
+        };
+        assert_eq!(
+            redact("/p?debug&AbCdEfGh1234567890XyZwQ_-9", &keep),
+            "/p?debug&REDACTED"
+        );
+    }
+
+    #[test]
+    fn path_segments_that_look_like_credentials_are_redacted() {
+        let cfg = RecordConfig::default();
+        for (path, recorded) in [
+            (
+                "/reset/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+                "/reset/REDACTED",
+            ),
+            ("/hook/sk_live_51Habc/run", "/hook/REDACTED/run"),
+            (
+                "/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl",
+                "/t/REDACTED",
+            ),
+            ("/s/AbCdEfGh1234567890XyZwQ_-9/x", "/s/REDACTED/x"),
+            (
+                "/v/wdn_6-tTQ24LV8uo0Tg19VX9pZJlbHQyjnecvK49m67GCU4",
+                "/v/REDACTED",
+            ),
+        ] {
+            assert_eq!(redact(path, &cfg), recorded, "{path}");
+        }
+        for kept in [
+            "/orders/123e4567-e89b-12d3-a456-426614174000",
+            "/users/42/profile",
+            "/static/app.3f2a9c.js",
+            "/docs/getting-started-with-warden-today",
+            "/ghp",
+        ] {
+            assert_eq!(redact(kept, &cfg), kept);
+        }
+        let off = RecordConfig {
+            redact_token_segments: false,
+            ..Default::default()
+        };
+        assert_eq!(
+            redact("/reset/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b", &off),
+            "/reset/9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+        );
+    }
+
+    #[test]
+    fn a_url_in_a_captured_header_keeps_its_query_no_more_than_the_path() {
+        let cfg = RecordConfig::default();
+        let referer = |v: &str| redact_header_value(Cow::Borrowed(v), &cfg).into_owned();
+        assert_eq!(
+            referer("https://shop.example/reset?token=abc&step=2#access_token=xyz"),
+            "https://shop.example/reset?token=REDACTED&step=REDACTED#REDACTED"
+        );
+        assert!(matches!(
+            redact_header_value(Cow::Borrowed("https://shop.example/"), &cfg),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -603,6 +775,7 @@ mod tests {
             response_bytes: 300,
             user_agent: "curl",
             principal: Some(p),
+            claimed_user: "mallory",
             decision: Some(DecisionView {
                 verdict: Verdict::Deny,
                 mechanism: Mechanism::Rbac,
@@ -649,6 +822,7 @@ mod tests {
             response_bytes: 300,
             user_agent: "curl".into(),
             principal: Some(p.clone()),
+            claimed_user: "mallory".into(),
             decision: Some(AuthDecision {
                 verdict: Verdict::Deny as i32,
                 mechanism: Mechanism::Rbac as i32,

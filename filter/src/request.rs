@@ -68,6 +68,8 @@ pub struct Completed<'a> {
     pub now_ns: u64,
     /// The ext_authz identity header as the client sent it (read at request headers).
     pub sent_identity: Option<&'a [u8]>,
+    /// The basic_auth forwarded-user header as the client sent it.
+    pub sent_basic_auth_user: Option<&'a [u8]>,
 }
 
 /// A request Warden refused (`on_request_headers`).
@@ -97,7 +99,12 @@ struct HeaderTexts<'a> {
 }
 
 impl<'a> HeaderTexts<'a> {
-    fn new(h: &RequestHeaders<'a>, wanted: &'a Wanted, max: usize) -> Self {
+    fn new(
+        h: &RequestHeaders<'a>,
+        wanted: &'a Wanted,
+        record: &crate::config::RecordConfig,
+    ) -> Self {
+        let max = record.max_header_bytes;
         let captured = h
             .captured
             .iter()
@@ -106,7 +113,8 @@ impl<'a> HeaderTexts<'a> {
                 if is_secret_header(name) {
                     return None;
                 }
-                let value = match text(v) {
+                // A URL in a header (Referer) keeps its query string no more than the path.
+                let value = match crate::record::redact_header_value(text(v), record) {
                     Cow::Borrowed(b) => Cow::Borrowed(bounded(b, max)),
                     Cow::Owned(o) => Cow::Owned(bounded(&o, max).to_string()),
                 };
@@ -139,7 +147,7 @@ pub fn record_completed(
 ) -> Appended {
     let max = config.record.max_header_bytes;
     let a = &c.attrs;
-    let h = HeaderTexts::new(&c.headers, wanted, max);
+    let h = HeaderTexts::new(&c.headers, wanted, &config.record);
     let (client_address, client_port) = client(a.source_address);
     let protocol = text(a.protocol);
     let details = text(a.code_details);
@@ -162,6 +170,8 @@ pub fn record_completed(
     };
     let completed_identity = c.headers.ext_authz_user.map(text);
     let sent_identity = c.sent_identity.map(text);
+    let completed_basic = c.headers.basic_auth_user.map(text);
+    let sent_basic = c.sent_basic_auth_user.map(text);
     let facts = IdentityFacts {
         jwt_claims,
         cert_uri_san: &uri_san,
@@ -174,10 +184,15 @@ pub fn record_completed(
             sent_identity.as_deref(),
             completed_identity.as_deref(),
         ),
+        basic_auth_user: identity::authorizer_identity(
+            sent_basic.as_deref(),
+            completed_basic.as_deref(),
+        ),
     };
     let principal = identity::principal(&facts, id);
     let decision = identity::decision(a.status, bounded(&details, max), principal.as_ref());
     let principal = identity::attributable(principal, &decision);
+    let claimed = identity::claimed_user(&facts, principal.as_ref()).unwrap_or_default();
     let path = redact_path(&h.path, &config.record, scratch);
     // Within the record contract, so the collector never refuses the record for its method.
     let method = warden_proto::contract::bounded_method(&h.method);
@@ -207,6 +222,7 @@ pub fn record_completed(
         response_bytes: a.response_bytes,
         user_agent: bounded(&h.user_agent, max),
         principal: principal.as_ref(),
+        claimed_user: bounded(&claimed, max),
         decision: Some(decision),
         captured: &h.captured,
     };
@@ -227,7 +243,7 @@ pub fn record_blocked(
     shipper: &mut Shipper,
 ) -> Appended {
     let max = config.record.max_header_bytes;
-    let h = HeaderTexts::new(&b.headers, wanted, max);
+    let h = HeaderTexts::new(&b.headers, wanted, &config.record);
     let (client_address, client_port) = client(b.source);
     let m = &b.matched;
     let decision = DecisionView {

@@ -90,8 +90,8 @@ pub struct Vm {
     wake: Wake,
     /// Contexts whose record was written at request headers (Warden answered them).
     recorded: Vec<u32>,
-    /// The ext_authz header as each request arrived, by context.
-    sent_identity: Vec<(u32, Option<Vec<u8>>)>,
+    /// The identity headers as each request arrived, by context.
+    sent_identity: Vec<(u32, SentIdentity)>,
     /// The redacted path of the request being recorded (reused).
     path_scratch: String,
     /// Envoy's clock at the last callback that read it, ms (deny-list expiry checks).
@@ -299,6 +299,7 @@ impl Vm {
                 captured: config.record.captured_headers.clone(),
                 api_key: config.identity.api_key_header.clone(),
                 ext_authz_user: config.identity.ext_authz_user_header.clone(),
+                basic_auth_user: config.identity.basic_auth_user_header.clone(),
             },
             plan,
             compiled,
@@ -330,9 +331,19 @@ impl Vm {
         let Some(active) = self.active.as_mut() else {
             return CONTINUE;
         };
-        if !active.wanted.ext_authz_user.is_empty() {
-            let sent = host.header_value(MapType::RequestHeaders, &active.wanted.ext_authz_user);
-            remember(&mut self.sent_identity, (context, sent));
+        // An identity header counts only when Envoy (an authorizer) set or changed it, so its
+        // value as the client sent it is kept until the request is logged.
+        let sent = |name: &str| {
+            (!name.is_empty())
+                .then(|| host.header_value(MapType::RequestHeaders, name))
+                .flatten()
+        };
+        if !active.wanted.ext_authz_user.is_empty() || !active.wanted.basic_auth_user.is_empty() {
+            let identity = SentIdentity {
+                ext_authz_user: sent(&active.wanted.ext_authz_user),
+                basic_auth_user: sent(&active.wanted.basic_auth_user),
+            };
+            remember(&mut self.sent_identity, (context, identity));
         }
         if !active.config.deny_list.enabled || self.denylist.is_empty() {
             return CONTINUE;
@@ -391,7 +402,9 @@ impl Vm {
 
     /// `proxy_on_log`: records the completed request.
     pub fn log(&mut self, host: &impl Host, context: u32) {
-        let sent = take(&mut self.sent_identity, |(c, _)| *c == context).and_then(|(_, v)| v);
+        let sent = take(&mut self.sent_identity, |(c, _)| *c == context)
+            .map(|(_, v)| v)
+            .unwrap_or_default();
         if take(&mut self.recorded, |c| *c == context).is_some() {
             return;
         }
@@ -408,7 +421,8 @@ impl Vm {
             attrs: active.plan.decode(&attrs),
             headers: RequestHeaders::scan(&headers, &active.wanted),
             now_ns,
-            sent_identity: sent.as_deref(),
+            sent_identity: sent.ext_authz_user.as_deref(),
+            sent_basic_auth_user: sent.basic_auth_user.as_deref(),
         };
         let appended = request::record_completed(
             &completed,
@@ -663,6 +677,13 @@ fn after_append(host: &impl Host, metrics: &mut Metrics, wake: &mut Wake, append
 }
 
 /// Adds to a bounded list of per-request facts, forgetting the oldest beyond the bound.
+/// The identity headers a request arrived with (before any Envoy filter ran).
+#[derive(Debug, Default)]
+struct SentIdentity {
+    ext_authz_user: Option<Vec<u8>>,
+    basic_auth_user: Option<Vec<u8>>,
+}
+
 fn remember<T>(list: &mut Vec<T>, item: T) {
     if list.len() >= MAX_TRACKED_REQUESTS {
         list.remove(0);

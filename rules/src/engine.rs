@@ -264,6 +264,9 @@ struct View<'r> {
     path: &'r str,
     status: u32,
     principal: Option<&'r str>,
+    /// A user name the client claimed that no mechanism verified (the account a failed login
+    /// tried).
+    claimed_user: Option<&'r str>,
     request_id: &'r str,
     /// 401/403 or an auth mechanism's deny, not counting Warden's own blocks.
     auth_failure: bool,
@@ -296,6 +299,7 @@ impl<'r> View<'r> {
                 .as_ref()
                 .map(|p| p.name.as_str())
                 .filter(|n| !n.is_empty()),
+            claimed_user: Some(r.claimed_user.as_str()).filter(|n| !n.is_empty()),
             request_id: &r.request_id,
             auth_failure,
             warden_blocked,
@@ -533,7 +537,13 @@ impl RuleState {
                     let trigger = AddressTrigger { addr, group, n };
                     out.extend(trigger.decide(&mut self.offences, rule, samples, now));
                 }
-                let Some(principal) = v.principal else { return };
+                // Per account: the principal, or the user a failed login claimed (failures
+                // carry no principal), so one account attacked from many addresses is caught.
+                let (principal, kind) = match (v.principal, v.claimed_user) {
+                    (Some(p), _) => (p, "principal"),
+                    (None, Some(c)) => (c, "claimed user"),
+                    (None, None) => return,
+                };
                 let pk = keys.of(TAG_PRINCIPAL, 0, principal, false);
                 let w = by_principal.entry(pk);
                 let n = w.record(now, window_ms, cap, v.request_id);
@@ -547,10 +557,7 @@ impl RuleState {
                         let finding = Finding {
                             key_kind: KeyKind::Principal,
                             key: principal.to_string(),
-                            subject: format!(
-                                "by principal {principal} (from {})",
-                                net_label(&target)
-                            ),
+                            subject: format!("by {kind} {principal} (from {})", net_label(&target)),
                             target,
                             observed: count(n),
                             samples,
@@ -893,6 +900,27 @@ escalation = { factor = 2.0, max_ttl = "40m", period = "7d" }
             out[0]
                 .reason
                 .contains("by principal alice (from 198.51.100.9)"),
+            "{}",
+            out[0].reason
+        );
+    }
+
+    #[test]
+    fn one_claimed_account_failing_from_many_addresses_is_caught() {
+        // Failed logins carry no principal; the account they tried is a claimed user.
+        let mut engine = Engine::new(rules(BRUTE));
+        let mut out = Vec::new();
+        for i in 0..10 {
+            let mut r = rec(T0 + i, &format!("198.51.100.{i}"), 401, "/login");
+            r.claimed_user = "alice".into();
+            out.extend(engine.observe(&r));
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].key, "alice");
+        assert!(
+            out[0]
+                .reason
+                .contains("by claimed user alice (from 198.51.100.9)"),
             "{}",
             out[0].reason
         );

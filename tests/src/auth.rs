@@ -504,11 +504,13 @@ impl AuthStack {
         let api_key_secret = random_hex(16);
         let filter_config = json!({
             "batch": { "flush_interval_ms": 100 },
+            "record": { "captured_headers": ["referer"] },
             "identity": {
                 "jwt_extra_claims": ["email", "client_id", "role"],
                 "api_key_header": API_KEY_HEADER,
                 "api_key_secret": api_key_secret,
                 "ext_authz_user_header": "x-auth-user",
+                "basic_auth_user_header": "x-warden-basic-user",
             },
         });
         let stack = Stack::start_with(|options| {
@@ -564,7 +566,8 @@ impl AuthStack {
 }
 
 /// Every occurrence of any of `secrets` in the bytes of the files under `dir` (recursively), as
-/// (file, secret) pairs.
+/// (file, secret) pairs. A record store (`records.db`) is also searched decoded: its blocks are
+/// LZ4-compressed, and a secret can hide in a back-reference of the compressed bytes.
 pub fn find_secrets_in_files(dir: &Path, secrets: &[&str]) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -577,9 +580,19 @@ pub fn find_secrets_in_files(dir: &Path, secrets: &[&str]) -> Vec<(PathBuf, Stri
                 pending.push(path);
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else {
+            let Ok(mut bytes) = std::fs::read(&path) else {
                 continue;
             };
+            if path.file_name().is_some_and(|n| n == "records.db") {
+                let bodies = warden_collector::store::decoded_block_bodies(&path)
+                    .unwrap_or_else(|e| panic!("decode the blocks of {}: {e}", path.display()));
+                assert!(
+                    !bodies.is_empty(),
+                    "{} holds no block to search",
+                    path.display()
+                );
+                bodies.iter().for_each(|b| bytes.extend_from_slice(b));
+            }
             for secret in secrets {
                 if bytes
                     .windows(secret.len())

@@ -325,8 +325,10 @@ async fn basic_auth_records_the_user_on_success_and_the_failure_without_the_pass
     assert_eq!(right_record["mechanism"], "basic_auth", "{right_record:#}");
 
     let wrong_record = record_for(&auth, "/basic/wrong").await;
-    // A user name with a wrong password is a claim, not a principal.
+    // A user name with a wrong password is a claim, not a principal: kept apart, so failures
+    // can be counted per attacked account.
     assert!(wrong_record["principal"].is_null(), "{wrong_record:#}");
+    assert_eq!(wrong_record["claimed_user"], BASIC_USER, "{wrong_record:#}");
     assert_denied(
         &wrong_record,
         "basic_auth",
@@ -360,6 +362,41 @@ async fn basic_auth_records_the_user_on_success_and_the_failure_without_the_pass
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_basic_auth_user_nobody_checked_is_recorded_as_claimed_never_as_the_principal() {
+    // The spoofing found in review: `Authorization: Basic demo:<anything>` on a route without
+    // basic authentication was recorded as principal `demo`, mechanism basic_auth, allow.
+    let auth = AuthStack::start().await;
+    let spoofed = basic_authorization("demo", "anything");
+    let client = Client::from("127.0.0.1");
+    let response = client
+        .get_with(
+            &auth.url("/public/spoofed"),
+            &[("authorization", &spoofed), ("x-warden-basic-user", "demo")],
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let record = record_for(&auth, "/public/spoofed").await;
+    assert!(record["principal"].is_null(), "{record:#}");
+    assert!(record["principal_source"].is_null(), "{record:#}");
+    assert_eq!(record["claimed_user"], "demo", "{record:#}");
+    assert_eq!(record["mechanism"], "none", "{record:#}");
+    let out =
+        auth.stack
+            .collector
+            .cli(&["query", "--since", "5m", "--path-prefix", "/public/spoofed"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("(claimed) demo"), "{table}");
+    let report = auth
+        .stack
+        .collector
+        .cli(&["report", "access", "--since", "5m", "--format", "json"]);
+    assert!(
+        !String::from_utf8_lossy(&report.stdout).contains("\"demo\""),
+        "a claim is not a principal in the access report"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
     let auth = AuthStack::start().await;
     let valid = auth.token(&claims("alice", Some("admin"), HOUR));
@@ -373,6 +410,9 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
     let right_basic = basic_authorization(BASIC_USER, &auth.materials.basic_password);
     let wrong_basic = basic_authorization(BASIC_USER, &wrong_password);
     let session = format!("session={cookie}");
+    let valueless = format!("vl{}", random_hex(16));
+    let path_token = random_hex(20);
+    let referer_code = format!("rc{}", random_hex(16));
     let client = Client::from("127.0.0.1");
 
     let requests: Vec<Request> = vec![
@@ -408,6 +448,18 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
         (
             "/public/api-key".into(),
             vec![(API_KEY_HEADER, api_key.clone())],
+            200,
+        ),
+        // Redaction gaps found in review: a parameter without `=`, a token in a path segment,
+        // the query string of a captured Referer.
+        (format!("/public/valueless?{valueless}"), vec![], 200),
+        (format!("/public/reset/{path_token}"), vec![], 200),
+        (
+            "/public/from-referer".into(),
+            vec![(
+                "referer",
+                format!("https://app.example/cb?code={referer_code}"),
+            )],
             200,
         ),
     ];
@@ -450,6 +502,9 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
         wrong_password.as_str(),
         right_basic.trim_start_matches("Basic "),
         wrong_basic.trim_start_matches("Basic "),
+        valueless.as_str(),
+        path_token.as_str(),
+        referer_code.as_str(),
     ];
     let text = serde_json::to_string(&records).expect("json");
     for secret in secrets {

@@ -167,6 +167,7 @@ fn row_to_record(row: &Row<'_>) -> Result<(FilterIdentity, AccessRecord, i64), E
         principal,
         decision,
         captured_headers: json(row.get(40)?),
+        claimed_user: String::new(),
     };
     Ok((filter, record, row.get(41)?))
 }

@@ -84,6 +84,25 @@ CREATE TABLE IF NOT EXISTS filter_sequences (
 CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
+/// The decompressed body of every stored block of the record store `path` (a `records.db`),
+/// protobuf-encoded, opened read-only: for checks that must search what is stored rather than
+/// the compressed bytes, where a string can hide inside an LZ4 back-reference (the "no secret in
+/// the database" tests).
+pub fn decoded_block_bodies(path: &Path) -> Result<Vec<Vec<u8>>, Error> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare("SELECT codec, body FROM record_blocks ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut bodies = Vec::new();
+    while let Some(row) = rows.next()? {
+        let codec: i64 = row.get(0)?;
+        let body: Vec<u8> = row.get(1)?;
+        bodies.push(prost::Message::encode_to_vec(&block::decode_body(
+            codec, &body,
+        )?));
+    }
+    Ok(bodies)
+}
+
 /// The outcome of storing one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchOutcome {
