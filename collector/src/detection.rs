@@ -14,11 +14,12 @@ use crate::db::open_connection;
 use crate::decisions::{BanRequest, Decision, DecisionAction, Decisions, Origin};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::store::sequences::{FilterKey, SequenceLog};
 use crate::target::{Target, ip_key};
 use crate::time::{Ttl, now_ms, rfc3339};
 use rusqlite::{Connection, params};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -38,8 +39,6 @@ const QUEUE_BATCHES: usize = 256;
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(1);
 /// At most one "queue full" warning per this period.
 const SKIP_WARN_EVERY: Duration = Duration::from_secs(10);
-/// Batch ranges remembered per filter worker to recognise a retried batch.
-const RECENT_BATCHES: usize = 64;
 /// Actor prefix of decisions made by `ip_list` rules; the reconciler owns exactly these.
 pub const LIST_ACTOR_PREFIX: &str = "ip_list:";
 /// How often rule and list files are checked for changes.
@@ -332,6 +331,7 @@ pub struct Detection {
 impl Detection {
     /// Creates the `rule_decisions` table, reconciles `ip_list` decisions and starts the engine
     /// thread with `rules` (already validated: `warden serve` refuses to start otherwise).
+    /// `evaluated`: the records already evaluated (the store's sequences at start).
     pub fn start(
         source: RulesSource,
         rules: RuleSet,
@@ -340,6 +340,7 @@ impl Detection {
         decisions: Arc<Decisions>,
         metrics: Arc<Metrics>,
         alerts: Alerter,
+        evaluated: SequenceLog,
     ) -> Result<Arc<Detection>, Error> {
         let conn = open_connection(db_path, sync)?;
         conn.execute_batch(SCHEMA)?;
@@ -366,7 +367,7 @@ impl Detection {
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("warden-rules".into())
-            .spawn(move || engine_loop(&thread_shared, &conn, &mut rx))
+            .spawn(move || engine_loop(&thread_shared, &conn, &mut rx, evaluated))
             .map_err(|e| Error::Storage(format!("cannot start the rules thread: {e}")))?;
         Ok(Arc::new(Detection {
             shared,
@@ -642,52 +643,72 @@ pub fn reconcile_lists(decisions: &Decisions, rules: &RuleSet) {
     }
 }
 
-/// Per filter worker, the (first, last) sequence of recent batches: a retried batch (the filter
-/// did not get the acknowledgement) was already evaluated when it first arrived and is skipped,
-/// so retries never inflate counts.
-#[derive(Default)]
-struct RecentBatches(HashMap<(String, u32, String), VecDeque<(u64, u64)>>);
+/// Most filter identities whose evaluated sequences the engine remembers; beyond it the ones
+/// heard from least recently are forgotten (the store keeps its own, persisted, copy).
+const MAX_EVALUATED_IDENTITIES: usize = 100_000;
 
-impl RecentBatches {
-    fn is_retry(&mut self, f: &FilterIdentity, records: &[AccessRecord]) -> bool {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
-            return false;
-        };
-        let range = (first.sequence, last.sequence);
-        let seen = self
-            .0
-            .entry((f.node_id.clone(), f.worker, f.instance_id.clone()))
-            .or_default();
-        if seen.contains(&range) {
-            return true;
+/// Which records the engine has evaluated, by filter identity and sequence: the same type the
+/// store deduplicates with, so a record is evaluated once however the filter re-cuts its
+/// retries (an urgent flush or a partial requeue gives a retried record a new batch), and,
+/// loaded from the store at start, once across collector restarts too.
+struct Evaluated {
+    log: SequenceLog,
+    heard_ms: HashMap<FilterKey, i64>,
+}
+
+impl Evaluated {
+    /// For each record, whether it is new to the engine (and now marked evaluated).
+    fn fresh(&mut self, f: &FilterIdentity, records: &[AccessRecord]) -> Vec<bool> {
+        let key = FilterKey::of(f);
+        self.heard_ms.insert(key.clone(), now_ms());
+        if self.log.len() > MAX_EVALUATED_IDENTITIES {
+            let mut heard: Vec<(FilterKey, i64)> =
+                self.heard_ms.iter().map(|(k, t)| (k.clone(), *t)).collect();
+            heard.sort_by_key(|(_, t)| *t);
+            for (k, _) in heard.iter().take(heard.len() / 10) {
+                self.log.remove(k);
+                self.heard_ms.remove(k);
+            }
         }
-        if seen.len() == RECENT_BATCHES {
-            seen.pop_front();
-        }
-        seen.push_back(range);
-        false
+        let sequences: Vec<u64> = records.iter().map(|r| r.sequence).collect();
+        self.log.accept(&key, &sequences)
     }
 }
 
-fn engine_loop(shared: &Shared, conn: &Connection, rx: &mut mpsc::Receiver<Batch>) {
-    let mut recent = RecentBatches::default();
+fn engine_loop(
+    shared: &Shared,
+    conn: &Connection,
+    rx: &mut mpsc::Receiver<Batch>,
+    evaluated: SequenceLog,
+) {
+    let mut evaluated = Evaluated {
+        log: evaluated,
+        heard_ms: HashMap::new(),
+    };
     let mut out = Vec::new();
     while let Some((filter, records)) = rx.blocking_recv() {
-        if recent.is_retry(&filter, &records) {
-            continue;
-        }
+        let fresh = evaluated.fresh(&filter, &records);
+        let mut observed = 0u64;
         {
             let Ok(mut engine) = shared.engine.lock() else {
                 return;
             };
-            for r in records.iter() {
+            for (r, _) in records.iter().zip(&fresh).filter(|(_, new)| **new) {
                 engine.observe_into(r, &mut out);
+                observed += 1;
             }
         }
         shared
             .metrics
             .rules_records_evaluated
-            .fetch_add(records.len() as u64, Relaxed);
+            .fetch_add(observed, Relaxed);
+        let repeated = records.len() as u64 - observed;
+        if repeated > 0 {
+            shared
+                .metrics
+                .rules_records_repeated
+                .fetch_add(repeated, Relaxed);
+        }
         if out.is_empty() {
             continue;
         }
@@ -934,25 +955,33 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_batch_is_recognised() {
+    fn a_re_cut_retry_is_evaluated_once_record_by_record() {
+        // The hole found in review: the engine deduplicated by a batch's first and last
+        // sequence, so a retry the filter re-cut (1..=8 then 5..=12) was evaluated again.
         let f = FilterIdentity {
             node_id: "n".into(),
             ..Default::default()
         };
-        let batch = vec![
-            AccessRecord {
-                sequence: 1,
+        let batch = |seqs: std::ops::RangeInclusive<u64>| -> Vec<AccessRecord> {
+            seqs.map(|sequence| AccessRecord {
+                sequence,
                 ..Default::default()
-            },
-            AccessRecord {
-                sequence: 5,
-                ..Default::default()
-            },
-        ];
-        let mut recent = RecentBatches::default();
-        assert!(!recent.is_retry(&f, &batch));
-        assert!(recent.is_retry(&f, &batch));
-        assert!(!recent.is_retry(&f, &batch[1..]));
+            })
+            .collect()
+        };
+        let mut evaluated = Evaluated {
+            log: SequenceLog::default(),
+            heard_ms: HashMap::new(),
+        };
+        assert_eq!(evaluated.fresh(&f, &batch(1..=8)), vec![true; 8]);
+        assert_eq!(evaluated.fresh(&f, &batch(1..=8)), vec![false; 8]);
+        let recut = evaluated.fresh(&f, &batch(5..=12));
+        assert_eq!(recut, [[false; 4], [true; 4]].concat());
+        let other = FilterIdentity {
+            worker: 1,
+            ..f.clone()
+        };
+        assert_eq!(evaluated.fresh(&other, &batch(1..=2)), vec![true; 2]);
     }
 
     #[test]
@@ -1001,6 +1030,7 @@ mod tests {
             decisions,
             Arc::clone(&metrics),
             Alerter::disabled(Arc::clone(&metrics)),
+            SequenceLog::default(),
         )
         .unwrap();
         let filter = FilterIdentity::default();

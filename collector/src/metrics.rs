@@ -61,6 +61,8 @@ pub struct Metrics {
     pub decisions_entries: AtomicU64,
     /// Records evaluated by the rules engine.
     pub rules_records_evaluated: AtomicU64,
+    /// Records the engine had evaluated already (a retry, however re-cut): not evaluated again.
+    pub rules_records_repeated: AtomicU64,
     /// Records not evaluated because the engine's queue was full (ingest never waits for it).
     pub rules_records_skipped: AtomicU64,
     /// Rule decisions made (every outcome).
@@ -164,7 +166,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "warden_records_received_total",
                 "Records in valid batches.",
@@ -209,6 +211,11 @@ impl Metrics {
                 "warden_rules_records_evaluated_total",
                 "Records evaluated by the rules engine.",
                 &self.rules_records_evaluated,
+            ),
+            (
+                "warden_rules_records_repeated_total",
+                "Records the rules engine had evaluated already (retries): not evaluated again.",
+                &self.rules_records_repeated,
             ),
             (
                 "warden_rules_records_skipped_total",

@@ -211,6 +211,8 @@ pub async fn serve(
         Arc::clone(&decisions),
         Arc::clone(&metrics),
         alerter,
+        // What was stored was evaluated: a batch retried across this restart is not again.
+        crate::store::sequences::SequenceLog::load_from(store.path())?,
     )?;
     let ingest = Ingest::new(
         Arc::clone(&store),

@@ -217,6 +217,7 @@ async fn ingest_throughput_with_rules() {
         decisions,
         Arc::clone(&metrics),
         Alerter::disabled(Arc::clone(&metrics)),
+        warden_collector::store::sequences::SequenceLog::default(),
     )
     .unwrap();
     let ingest = Arc::new(

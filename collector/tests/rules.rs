@@ -93,6 +93,38 @@ where
 }
 
 /// `n` failed logins from `client`, one ms apart, starting at sequence `first_seq`.
+#[tokio::test]
+async fn a_re_cut_retry_is_evaluated_once_even_across_a_restart() {
+    // The filter re-cuts retries (urgent flushes, partial requeues): 1..=3 then 2..=4 must
+    // count four failures, not six, or a brute-force rule bans a client early.
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), BRUTE_FORCE);
+    let c = Collector::start(config.clone(), dir).await;
+    export(&c, failed_logins("203.0.113.50", 1, 3)).await;
+    export(&c, failed_logins("203.0.113.50", 2, 3)).await;
+    eventually(|| async {
+        (metric(&c, "warden_rules_records_evaluated_total").await == 4
+            && metric(&c, "warden_rules_records_repeated_total").await == 2)
+            .then_some(())
+    })
+    .await;
+    let (_, decisions) = c.get("/api/v1/decisions").await;
+    assert_eq!(
+        decisions["total"], 0,
+        "four failures are under the threshold of five"
+    );
+
+    // After a restart the engine starts from what the store holds: 3 and 4 are not new.
+    let c = c.restarted(config).await;
+    export(&c, failed_logins("203.0.113.50", 3, 3)).await;
+    eventually(|| async {
+        (metric(&c, "warden_rules_records_evaluated_total").await == 1
+            && metric(&c, "warden_rules_records_repeated_total").await == 2)
+            .then_some(())
+    })
+    .await;
+}
+
 fn failed_logins(client: &str, first_seq: u64, n: u64) -> Vec<AccessRecord> {
     let now = chrono::Utc::now().timestamp_millis();
     (0..n)

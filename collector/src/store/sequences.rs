@@ -180,6 +180,19 @@ impl SequenceLog {
         Ok(keys.len())
     }
 
+    /// Loads every identity's ranges from the record store at `path`, opened read-only (the
+    /// rules engine starts from what was stored, so a batch retried across a restart is not
+    /// evaluated again).
+    pub fn load_from(path: &std::path::Path) -> Result<Self, Error> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Self::load(&conn)
+    }
+
+    /// Forgets one identity (in memory only).
+    pub fn remove(&mut self, key: &FilterKey) {
+        self.filters.remove(key);
+    }
+
     /// Number of identities tracked.
     pub fn len(&self) -> usize {
         self.filters.len()

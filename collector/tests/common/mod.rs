@@ -140,6 +140,13 @@ impl Collector {
         }
     }
 
+    /// Stops this collector and serves `config` again over the same directory (a restart).
+    pub async fn restarted(mut self, config: Config) -> Collector {
+        self.stop().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Collector::start(config, dir).await
+    }
+
     /// A gRPC channel to the collector.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.bound.grpc))
