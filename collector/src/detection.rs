@@ -9,8 +9,7 @@
 //! and counted (`warden_rules_records_skipped_total`).
 
 use crate::alerts::{Alert, Alerter};
-use crate::config::{Config, Synchronous};
-use crate::db::open_connection;
+use crate::config::Config;
 use crate::decisions::{BanRequest, Decision, DecisionAction, Decisions, Origin};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -331,18 +330,17 @@ pub struct Detection {
 impl Detection {
     /// Creates the `rule_decisions` table, reconciles `ip_list` decisions and starts the engine
     /// thread with `rules` (already validated: `warden serve` refuses to start otherwise).
-    /// `evaluated`: the records already evaluated (the store's sequences at start).
+    /// `conn`: the main database, where rule decisions are recorded; `evaluated`: the records
+    /// already evaluated (the store's sequences at start).
     pub fn start(
         source: RulesSource,
         rules: RuleSet,
-        db_path: &Path,
-        sync: Synchronous,
+        conn: Connection,
         decisions: Arc<Decisions>,
         metrics: Arc<Metrics>,
         alerts: Alerter,
         evaluated: SequenceLog,
     ) -> Result<Arc<Detection>, Error> {
-        let conn = open_connection(db_path, sync)?;
         conn.execute_batch(SCHEMA)?;
         let status = RulesStatus {
             source: source.describe(),
@@ -940,6 +938,8 @@ pub fn query_rule_decisions(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Synchronous;
+    use crate::db::open_connection;
 
     #[test]
     fn summaries_read_as_one_line() {
@@ -1025,8 +1025,7 @@ mod tests {
         let detection = Detection::start(
             RulesSource::default(),
             rules,
-            &db,
-            Synchronous::Off,
+            open_connection(&db, Synchronous::Off).unwrap(),
             decisions,
             Arc::clone(&metrics),
             Alerter::disabled(Arc::clone(&metrics)),

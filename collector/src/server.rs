@@ -206,8 +206,7 @@ pub async fn serve(
     let detection = Detection::start(
         rules_source,
         rules,
-        &main_db,
-        config.storage.synchronous,
+        open_connection(&main_db, config.storage.synchronous)?,
         Arc::clone(&decisions),
         Arc::clone(&metrics),
         alerter,

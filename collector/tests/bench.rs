@@ -212,8 +212,7 @@ async fn ingest_throughput_with_rules() {
     let detection = Detection::start(
         RulesSource::default(),
         twenty_rules(),
-        &dir.path().join("warden.db"),
-        sync,
+        warden_collector::db::open_connection(&dir.path().join("warden.db"), sync).unwrap(),
         decisions,
         Arc::clone(&metrics),
         Alerter::disabled(Arc::clone(&metrics)),
