@@ -114,6 +114,13 @@ impl<K: Ord + Copy + Hash> Level<K> {
         self.keys.is_empty() && self.overlay.is_empty()
     }
 
+    /// Every entry held, overlay included (removed ones excepted).
+    fn entries_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.vals
+            .iter_mut()
+            .chain(self.overlay.values_mut().flatten())
+    }
+
     fn get(&self, key: K) -> Option<Entry> {
         if let Some(e) = self.overlay.get(&key) {
             return *e;
@@ -299,6 +306,18 @@ fn longest_live<K: Ord + Copy + Hash>(
 }
 
 impl Levels {
+    fn for_each_entry_mut(&mut self, mut f: impl FnMut(&mut Entry)) {
+        self.v4
+            .iter_mut()
+            .for_each(|l| l.entries_mut().for_each(&mut f));
+        self.v6_short
+            .iter_mut()
+            .for_each(|l| l.entries_mut().for_each(&mut f));
+        self.v6_long
+            .iter_mut()
+            .for_each(|l| l.entries_mut().for_each(&mut f));
+    }
+
     fn set(&mut self, p: Prefix, e: Option<Entry>) -> bool {
         match p {
             Prefix::V4(k, l) => self
@@ -377,7 +396,16 @@ impl Interner {
             .get(i as usize)
             .map_or(("", ""), |(r, o)| (r.as_str(), o.as_str()))
     }
+
+    fn len(&self) -> usize {
+        self.pairs.len()
+    }
 }
+
+/// Interned pairs kept beyond twice the live entries (plus this) before the interner is
+/// rebuilt from the live entries: rule reasons are unique per ban, so without it every ban ever
+/// pushed would stay in every VM's memory.
+const INTERNER_SLACK: usize = 1024;
 
 /// An allowlist plus a deny list with their interned strings.
 #[derive(Debug, Clone, Default)]
@@ -464,6 +492,30 @@ fn push<K>(levels: &mut [Vec<(K, Entry)>], len: u8, key: K, entry: Entry) {
 pub use warden_proto::contract::canonical_ip as canonical;
 
 impl Table {
+    /// Rebuilds the interned strings from the live entries once the dead ones dominate
+    /// (amortised: a rebuild costs the entries, and happens after as many new strings).
+    fn compact_strings(&mut self) {
+        let live = self.allow.len() + self.deny.len();
+        if self.strings.len() <= 2 * live + INTERNER_SLACK {
+            return;
+        }
+        let old = std::mem::take(&mut self.strings);
+        let mut fresh = Interner::default();
+        let mut remap = |e: &mut Entry| {
+            let (reason, origin) = old.get(e.meta);
+            e.meta = fresh.intern(reason, origin);
+        };
+        self.allow.for_each_entry_mut(&mut remap);
+        self.deny.for_each_entry_mut(&mut remap);
+        self.strings = fresh;
+    }
+
+    /// Interned (reason, origin) pairs held (tests of the memory bound).
+    #[cfg(test)]
+    fn interned(&self) -> usize {
+        self.strings.len()
+    }
+
     /// Converts a wire entry; `None` when its address or prefix length is invalid or its action
     /// unspecified. The bool is true for allowlist entries.
     fn convert(&mut self, e: &ListEntry) -> Option<(Prefix, bool, Entry)> {
@@ -628,6 +680,7 @@ impl DenyList {
                 for k in &delta.removals {
                     self.table.remove(k);
                 }
+                self.table.compact_strings();
                 self.version = delta.version;
                 self.len = self.table.len();
                 Ok(Some(delta.version))
@@ -638,6 +691,7 @@ impl DenyList {
     /// Drops expired entries (lookups already ignore them; this frees memory).
     pub fn purge(&mut self, now_ms: i64) -> usize {
         let n = self.table.allow.purge(now_ms) + self.table.deny.purge(now_ms);
+        self.table.compact_strings();
         self.len = self.table.len();
         n
     }
@@ -703,6 +757,47 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_hundred_thousand_bans_with_distinct_reasons_leave_the_strings_bounded() {
+        // Rule reasons are unique per ban; the interner used to keep every one until the next
+        // snapshot, so every Envoy VM grew with every ban.
+        let mut d = DenyList::new();
+        d.apply(snapshot(
+            1,
+            true,
+            true,
+            vec![entry("192.0.2.1/32", Action::Deny, 0, 1)],
+        ))
+        .unwrap();
+        let mut version = 1;
+        let mut peak = 0;
+        for i in 0..100_000u32 {
+            let a = 0x0A00_0000 + i;
+            let cidr = format!("{}/32", std::net::Ipv4Addr::from(a));
+            let mut e = entry(&cidr, Action::Deny, 0, u64::from(i) + 2);
+            e.reason = format!("{i} failures of alice in 1m");
+            let mut removals = Vec::new();
+            if i > 0 {
+                let prev = std::net::Ipv4Addr::from(a - 1);
+                removals.push(key(&format!("{prev}/32"), Action::Deny));
+            }
+            d.apply(delta(version, version + 1, vec![e], removals))
+                .unwrap();
+            version += 1;
+            peak = peak.max(d.table.interned());
+        }
+        assert_eq!(d.len(), 2);
+        assert!(
+            peak <= 2 * 2 + INTERNER_SLACK + 1,
+            "peak {peak} interned pairs"
+        );
+        let m = d
+            .lookup(ip("10.1.134.159"), 0)
+            .expect("the last ban still applies");
+        assert_eq!(m.reason, "99999 failures of alice in 1m");
+        assert_eq!(d.lookup(ip("192.0.2.1"), 0).unwrap().decision_id, 1);
     }
 
     #[test]
