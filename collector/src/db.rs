@@ -16,13 +16,24 @@ pub const MAIN_DB_FILE: &str = "warden.db";
 
 /// Opens a write connection with the pragmas every connection needs.
 pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Error> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", sync.pragma())?;
-    conn.pragma_update(None, "cache_size", -65_536)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    Ok(conn)
+    let open = || -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // Reading the schema parses the header and the first page: a file that is not a
+        // database, or whose header is damaged, fails here rather than on the first write.
+        conn.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", sync.pragma())?;
+        conn.pragma_update(None, "cache_size", -65_536)?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        Ok(conn)
+    };
+    open().map_err(|e| {
+        Error::Storage(format!(
+            "{}: {e} (if the file is damaged, restore it from a backup or move it away to start with an empty one)",
+            path.display()
+        ))
+    })
 }
 
 /// Read-only connections to one database, reused across queries. Cheap to share behind an

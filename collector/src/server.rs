@@ -59,7 +59,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// The store could not be opened.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] Error),
     /// The configuration cannot be served as written (exposure, credentials, OIDC keys).
     #[error("{0}")]
@@ -122,15 +122,24 @@ pub async fn serve(
     let rules_source = RulesSource::from_config(&config);
     let rules = rules_source.load()?;
     let metrics = Arc::new(Metrics::default());
+    // The main database first: its open names the file when it is damaged (the record store
+    // attaches it later to migrate old rows).
+    let main_db = config.storage.data_dir.join(MAIN_DB_FILE);
+    std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
+        ServeError::Config(format!(
+            "cannot create the data directory {}: {e}",
+            config.storage.data_dir.display()
+        ))
+    })?;
+    let main_conn = open_connection(&main_db, config.storage.synchronous)?;
     let store = Arc::new(Store::open(
         &config.storage.data_dir,
         config.storage.synchronous,
         config.storage.max_group_records,
         Arc::clone(&metrics),
     )?);
-    let main_db = config.storage.data_dir.join(MAIN_DB_FILE);
     let decisions = Decisions::open(
-        open_connection(&main_db, config.storage.synchronous)?,
+        main_conn,
         config.decisions.changelog_versions,
         config.decisions.snapshot_chunk_entries,
         Arc::clone(&metrics),

@@ -140,6 +140,33 @@ async fn a_batch_without_a_filter_identity_is_refused_whole_with_a_message() {
 }
 
 #[tokio::test]
+async fn a_damaged_database_stops_startup_naming_the_file() {
+    for file in ["warden.db", "records.db"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join(file), vec![0x5a; 64 * 1024]).unwrap();
+        let mut config = Config::default();
+        config.grpc.listen = "127.0.0.1:0".parse().unwrap();
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        config.storage.data_dir = data.clone();
+        let err = warden_collector::server::serve(config, None, async {}, |_| {})
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&data.join(file).display().to_string()) && err.contains("not a database"),
+            "{file}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(data.join(file)).unwrap(),
+            vec![0x5a; 64 * 1024],
+            "the damaged file is left as it was"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_retried_batch_is_stored_once() {
     let mut c = start(|_| {}).await;
     let mut client = audit_client(&c).await;
