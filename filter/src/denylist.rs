@@ -771,9 +771,9 @@ mod tests {
             vec![entry("192.0.2.1/32", Action::Deny, 0, 1)],
         ))
         .unwrap();
-        let mut version = 1;
         let mut peak = 0;
         for i in 0..100_000u32 {
+            let version = u64::from(i) + 1;
             let a = 0x0A00_0000 + i;
             let cidr = format!("{}/32", std::net::Ipv4Addr::from(a));
             let mut e = entry(&cidr, Action::Deny, 0, u64::from(i) + 2);
@@ -785,7 +785,6 @@ mod tests {
             }
             d.apply(delta(version, version + 1, vec![e], removals))
                 .unwrap();
-            version += 1;
             peak = peak.max(d.table.interned());
         }
         assert_eq!(d.len(), 2);
