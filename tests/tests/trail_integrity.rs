@@ -215,3 +215,131 @@ async fn stored_strings_reach_terminals_and_spreadsheets_as_data() {
         serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(line["authority"], "evil\u{1b}[2j.example");
 }
+
+/// Sends raw bytes as one HTTP/1.1 request from `source` and returns the status Envoy answered
+/// (0 when it closed the connection without one).
+async fn raw_request(envoy: &Envoy, source: &str, request: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(envoy.listener).await.unwrap();
+    // `Connection: close` after the request line, so the answer ends with the connection.
+    let line_end = request.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    stream.write_all(&request[..line_end]).await.unwrap();
+    stream.write_all(b"Connection: close\r\n").await.unwrap();
+    stream.write_all(&request[line_end..]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn hostile_requests_neither_break_the_filter_nor_escape_the_record_contract() {
+    let collector = Collector::start().await;
+    let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let envoy = Envoy::start(EnvoyOptions::new(&collector, upstream)).await;
+    let huge = "u".repeat(50 * 1024);
+    let many: String = (0..100).map(|i| format!("x-h{i}: v{i}\r\n")).collect();
+    let long_path = format!("/{}", "p".repeat(7 * 1024));
+    let requests: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "127.0.0.81",
+            format!("GET /big HTTP/1.1\r\nHost: a\r\nUser-Agent: {huge}\r\n\r\n").into_bytes(),
+        ),
+        (
+            "127.0.0.82",
+            b"GET /bad\xff\xfe\x80utf8 HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        ),
+        (
+            "127.0.0.83",
+            b"GET /esc HTTP/1.1\r\nHost: a\r\nUser-Agent: a\x1b[2Jb\x07\r\n\r\n".to_vec(),
+        ),
+        (
+            "127.0.0.84",
+            format!("GET /many HTTP/1.1\r\nHost: a\r\n{many}\r\n").into_bytes(),
+        ),
+        (
+            "127.0.0.85",
+            format!("GET {long_path} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes(),
+        ),
+        (
+            "127.0.0.86",
+            b"GET /obs HTTP/1.1\r\nHost: a\r\nUser-Agent: caf\xe9 \xff\r\n\r\n".to_vec(),
+        ),
+    ];
+    let mut served = Vec::new();
+    for (source, request) in &requests {
+        let status = raw_request(&envoy, source, request).await;
+        if (200..500).contains(&status) {
+            served.push((*source, status));
+        }
+    }
+    // HTTP/2 with a huge header list (Envoy's default limit is 60 KiB).
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .local_address("127.0.0.87".parse::<IpAddr>().unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut big_list = h2.get(envoy.url("/h2-list"));
+    for i in 0..200 {
+        big_list = big_list.header(format!("x-list-{i}"), "v".repeat(200));
+    }
+    if let Ok(r) = big_list.send().await {
+        served.push(("127.0.0.87", r.status().as_u16()));
+    }
+    eprintln!("served (source, status): {served:?}");
+    assert!(
+        served.len() >= 3,
+        "Envoy served too few to test: {served:?}"
+    );
+
+    // Envoy keeps serving, the filter kept recording, and the collector refused nothing.
+    assert_eq!(
+        Client::from("127.0.0.88")
+            .get(&envoy.url("/after"))
+            .await
+            .status,
+        200
+    );
+    eventually("the normal request after the hostile ones", || async {
+        let r = collector.records("ip=127.0.0.88").await?;
+        if r.is_empty() {
+            Err("none".into())
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    for (source, status) in &served {
+        let records = collector.records(&format!("ip={source}")).await.unwrap();
+        assert_eq!(records.len(), 1, "{source} ({status}) recorded once");
+        let r = &records[0];
+        for field in ["user_agent", "path", "authority"] {
+            let value = r[field].as_str().unwrap_or_default();
+            assert!(
+                value.len() <= 1024,
+                "{source}: {field} is {} bytes",
+                value.len()
+            );
+        }
+    }
+    assert_eq!(collector.metric("warden_records_rejected_total").await, 0);
+    let (_, stats) = envoy.admin_get("/stats?filter=wasm").await.unwrap();
+    for line in stats.lines() {
+        let (name, value) = line.split_once(": ").unwrap_or((line, "0"));
+        if name.contains("fail") || name.contains("crash") || name.contains("panic") {
+            assert_eq!(value.trim(), "0", "{line}");
+        }
+    }
+    // Whatever the bytes, the terminal sees them as data.
+    let out = collector.cli(&["query", "--since", "5m", "--limit", "100"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!out.stdout.iter().any(|b| *b == 0x1b || *b == 0x07));
+}
