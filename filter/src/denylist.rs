@@ -1143,4 +1143,141 @@ mod tests {
             }),
         });
     }
+
+    mod properties {
+        //! The deny list against a linear scan of the same entries: the allowlist wins, else
+        //! the longest live deny or throttle prefix, one entry per (table, prefix) with the
+        //! last write winning; for any entries, deltas, expiries and lookups.
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        struct Model {
+            address: IpAddr,
+            len: u8,
+            allow: bool,
+            expires: i64,
+            id: u64,
+        }
+
+        fn masked(ip: IpAddr, len: u8) -> ipnet::IpNet {
+            ipnet::IpNet::new(ip, len).unwrap().trunc()
+        }
+
+        fn wire(m: &Model) -> ListEntry {
+            let net = masked(m.address, m.len);
+            ListEntry {
+                address: match net.network() {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                },
+                prefix_len: u32::from(m.len),
+                action: if m.allow { Action::Allow } else { Action::Deny } as i32,
+                expires_at_ms: m.expires,
+                decision_id: m.id,
+                reason: format!("r{}", m.id),
+                origin: "manual".into(),
+            }
+        }
+
+        /// What the linear scan decides: the decision id that blocks `ip`, if any.
+        fn scan(entries: &[Model], ip: IpAddr, now: i64) -> Option<u64> {
+            // The last write per (table, network) wins; dead entries never match.
+            let mut latest: Vec<&Model> = Vec::new();
+            for m in entries {
+                latest.retain(|o| {
+                    o.allow != m.allow || masked(o.address, o.len) != masked(m.address, m.len)
+                });
+                latest.push(m);
+            }
+            let live: Vec<&&Model> = latest
+                .iter()
+                .filter(|m| {
+                    (m.expires == 0 || m.expires > now) && masked(m.address, m.len).contains(&ip)
+                })
+                .collect();
+            if live.iter().any(|m| m.allow) {
+                return None;
+            }
+            live.iter()
+                .filter(|m| !m.allow)
+                .max_by_key(|m| m.len)
+                .map(|m| m.id)
+        }
+
+        fn entry_strategy() -> impl Strategy<Value = Model> {
+            // A small address space so that entries overlap and lookups hit them.
+            let v4 = (0u8..4, 0u8..4, 0u8..=32)
+                .prop_map(|(b, c, len)| (IpAddr::from([10, 0, b, c]), len));
+            let v6 = (0u16..4, 0u16..4, 0u8..=128)
+                .prop_map(|(a, b, len)| (IpAddr::from([0x2001, 0xdb8, 0, a, 0, 0, 0, b]), len));
+            (
+                prop_oneof![v4, v6],
+                any::<bool>(),
+                prop_oneof![Just(0i64), 1i64..100],
+            )
+                .prop_map(|((address, len), allow, expires)| Model {
+                    address,
+                    len,
+                    allow,
+                    expires,
+                    id: 0,
+                })
+        }
+
+        fn lookup_strategy() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                (0u8..4, 0u8..4).prop_map(|(b, c)| IpAddr::from([10, 0, b, c])),
+                (0u16..4, 0u16..4)
+                    .prop_map(|(a, b)| IpAddr::from([0x2001, 0xdb8, 0, a, 0, 0, 0, b])),
+                (0u8..4, 0u8..4).prop_map(|(b, c)| IpAddr::from(
+                    std::net::Ipv4Addr::new(10, 0, b, c).to_ipv6_mapped()
+                )),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+            #[test]
+            fn lookups_agree_with_a_linear_scan(
+                snapshot_entries in proptest::collection::vec(entry_strategy(), 0..20),
+                delta_entries in proptest::collection::vec(entry_strategy(), 0..20),
+                removals in proptest::collection::vec(any::<prop::sample::Index>(), 0..5),
+                lookups in proptest::collection::vec((lookup_strategy(), 0i64..120), 1..30),
+            ) {
+                let mut all: Vec<Model> = snapshot_entries.into_iter().chain(delta_entries).collect();
+                for (i, m) in all.iter_mut().enumerate() {
+                    m.id = i as u64 + 1;
+                }
+                let split = all.len() / 2;
+                let mut d = DenyList::new();
+                d.apply(snapshot(1, true, true, all[..split].iter().map(wire).collect())).unwrap();
+                let mut model: Vec<Model> = all[..split].to_vec();
+                // Upserts one by one (each a delta), then removals of some of them.
+                let mut version = 1;
+                for m in &all[split..] {
+                    d.apply(delta(version, version + 1, vec![wire(m)], vec![])).unwrap();
+                    version += 1;
+                    model.push(m.clone());
+                }
+                for r in &removals {
+                    if model.is_empty() {
+                        break;
+                    }
+                    let gone = model[r.index(model.len())].clone();
+                    let e = wire(&gone);
+                    let k = EntryKey { address: e.address, prefix_len: e.prefix_len, action: e.action };
+                    d.apply(delta(version, version + 1, vec![], vec![k])).unwrap();
+                    version += 1;
+                    model.retain(|o| o.allow != gone.allow || masked(o.address, o.len) != masked(gone.address, gone.len));
+                }
+                for (ip, now) in lookups {
+                    let canonical_ip = canonical(ip);
+                    let expected = scan(&model, canonical_ip, now);
+                    let got = d.lookup(ip, now).map(|m| m.decision_id);
+                    prop_assert_eq!(got, expected, "lookup {} at {}", ip, now);
+                }
+            }
+        }
+    }
 }

@@ -867,4 +867,44 @@ mod tests {
             }
         );
     }
+
+    mod properties {
+        //! Redaction invariants for any path and query string.
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn no_query_value_survives_redact_mode_and_the_path_keeps_its_shape(
+                segments in proptest::collection::vec("[a-z0-9._~-]{1,12}", 0..6),
+                params in proptest::collection::vec(("[a-z_]{1,8}", proptest::option::of("[A-Za-z0-9%+._~-]{6,24}")), 0..6),
+            ) {
+                let base = format!("/{}", segments.join("/"));
+                let query: Vec<String> = params
+                    .iter()
+                    .map(|(n, v)| match v {
+                        Some(v) => format!("{n}={v}"),
+                        None => format!("{n}XYZsecret"),
+                    })
+                    .collect();
+                let path = if query.is_empty() { base.clone() } else { format!("{base}?{}", query.join("&")) };
+                let out = redact(&path, &RecordConfig::default());
+                let (out_base, out_query) = out.split_once('?').map_or((out.as_str(), None), |(b, q)| (b, Some(q)));
+                // Segments are only ever replaced whole (never cut or joined).
+                prop_assert_eq!(out_base.split('/').count(), base.split('/').count());
+                if let Some(q) = out_query {
+                    for pair in q.split('&') {
+                        let value = pair.split_once('=').map_or(pair, |(_, v)| v);
+                        prop_assert_eq!(value, REDACTED, "{} from {}", pair, path);
+                    }
+                }
+                for (_, v) in &params {
+                    if let Some(v) = v {
+                        prop_assert!(!out.contains(v.as_str()) || base.contains(v.as_str()), "{} leaked from {}", v, path);
+                    }
+                }
+            }
+        }
+    }
 }
