@@ -81,6 +81,17 @@ pub enum Command {
     },
     /// Create a CA, certificates and tokens for a first deployment (nothing is overwritten).
     Init(InitArgs),
+    /// Walk the hash chains of the stored records and the decisions audit log, and name the
+    /// first block or entry modified, deleted, reordered or truncated (exit 1 if any).
+    Verify(VerifyArgs),
+}
+
+/// `warden verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The collector's data directory (read-only; the collector may be running).
+    #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
 }
 
 /// `warden token ...`
@@ -429,6 +440,9 @@ pub enum CliError {
         /// How many.
         count: usize,
     },
+    /// `warden verify` found the trail tampered with (the report says where).
+    #[error("the trail does not verify: {0} problem(s)")]
+    Tampered(usize),
     /// A local file could not be read.
     #[error("{path}: {reason}")]
     File {
@@ -741,6 +755,17 @@ pub async fn run(command: Command) -> Result<(), CliError> {
             }
         }
         Command::Token { command } => token(command)?,
+        Command::Verify(a) => {
+            let report = crate::trail::verify(&a.data_dir).map_err(|e| CliError::File {
+                path: a.data_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            print!("{}", report.render());
+            if !report.problems.is_empty() {
+                return Err(CliError::Tampered(report.problems.len()));
+            }
+            String::new()
+        }
         Command::Init(a) => crate::security::init::run(&a).map_err(|reason| CliError::File {
             path: a.dir.display().to_string(),
             reason,

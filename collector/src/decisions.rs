@@ -393,6 +393,7 @@ impl Decisions {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Decisions>, Error> {
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::trail::AUDIT_CHAIN_SCHEMA)?;
         let version: u64 = conn
             .query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| {
                 r.get::<_, i64>(0)
@@ -1104,7 +1105,8 @@ fn write_audit(
         to_i64(version),
         to_i64(row.count),
     ])?;
-    Ok(())
+    // Linked into the audit chain in the same transaction (`warden verify`).
+    crate::trail::link_audit_entry(tx, tx.last_insert_rowid())
 }
 
 /// Removes expired decisions every `interval` until `stop` fires.

@@ -25,3 +25,4 @@ pub mod server;
 pub mod store;
 pub mod target;
 pub mod time;
+pub mod trail;

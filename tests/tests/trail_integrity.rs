@@ -343,3 +343,44 @@ async fn hostile_requests_neither_break_the_filter_nor_escape_the_record_contrac
     assert!(out.status.success(), "{out:?}");
     assert!(!out.stdout.iter().any(|b| *b == 0x1b || *b == 0x07));
 }
+
+#[tokio::test]
+async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry() {
+    let collector = Collector::start().await;
+    for target in ["198.51.100.31", "198.51.100.32", "198.51.100.33"] {
+        let out = collector.cli(&["ban", target, "--reason", "verify test"]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let data = collector.data_dir();
+    let verify = || {
+        std::process::Command::new(warden_e2e::paths::warden_bin())
+            .args(["verify", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("decisions audit: 3 entries verified"),
+        "{text}"
+    );
+    assert!(text.contains("trail verified"), "{text}");
+
+    // Someone with the files rewrites who made the second change.
+    let edit = std::process::Command::new("sqlite3")
+        .arg(data.join("warden.db"))
+        .arg("UPDATE admin_audit SET actor = 'someone-else' WHERE id = 2")
+        .output()
+        .expect("sqlite3 (scripts/setup.sh installs it)");
+    assert!(edit.status.success(), "{edit:?}");
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("TAMPERED: decisions audit entry 2 was modified"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+}

@@ -157,6 +157,7 @@ impl Store {
         let path = data_dir.join(RECORDS_DB_FILE);
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::trail::BLOCK_CHAIN_SCHEMA)?;
         let mut writer_state = Writer::load(conn, max_group_records)?;
         writer_state.migrate_legacy(&data_dir.join(MAIN_DB_FILE))?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
@@ -604,14 +605,19 @@ impl Writer {
         }
     }
 
+    /// Moves the final-block mark and seals the blocks it passed into the hash chain
+    /// (`crate::trail`): a final block is never rewritten by compaction again.
     fn mark_final(&mut self, through: i64) -> Result<(), Error> {
         if through > self.compacted_through {
-            self.compacted_through = through;
-            self.conn.execute(
+            let tx = self.conn.transaction()?;
+            tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('compacted_through', ?1)
                  ON CONFLICT DO UPDATE SET value = excluded.value",
                 [through],
             )?;
+            crate::trail::seal_blocks(&tx, through)?;
+            tx.commit()?;
+            self.compacted_through = through;
         }
         Ok(())
     }
@@ -669,17 +675,23 @@ impl Writer {
     /// Deletes up to [`PRUNE_BLOCKS`] blocks entirely older than `before_ms`.
     fn prune(&mut self, before_ms: i64) -> Result<usize, Error> {
         let tx = self.conn.transaction()?;
-        let deleted: i64 = {
+        let gone: Vec<(i64, i64)> = {
             let mut stmt = tx.prepare_cached(
                 "DELETE FROM record_blocks WHERE id IN
                     (SELECT id FROM record_blocks WHERE max_time_ms < ?1 ORDER BY max_time_ms LIMIT ?2)
-                 RETURNING records",
+                 RETURNING id, records",
             )?;
-            let counts =
-                stmt.query_map(params![before_ms, PRUNE_BLOCKS], |r| r.get::<_, i64>(0))?;
-            counts.sum::<Result<i64, _>>()?
+            stmt.query_map(params![before_ms, PRUNE_BLOCKS], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?
         };
+        let ids: Vec<i64> = gone.iter().map(|(id, _)| *id).collect();
+        // Retention's deletions are recorded in the chain, so `warden verify` tells them from
+        // tampering.
+        crate::trail::prune_block_links(&tx, &ids, crate::time::now_ms())?;
         tx.commit()?;
+        let deleted: i64 = gone.iter().map(|(_, n)| n).sum();
         Ok(usize::try_from(deleted).unwrap_or(0))
     }
 
@@ -1122,6 +1134,72 @@ pub(crate) mod tests {
         drop(store);
         let store = open(dir.path()).await;
         assert_eq!(store.forget_idle_filters(later).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn final_blocks_are_sealed_and_verify_through_compaction_and_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        crate::decisions::tests::open(dir.path());
+        for seq in 1..=3 {
+            store
+                .write_batch(filter(), vec![record(seq, 1000 + seq as i64)])
+                .await
+                .unwrap();
+        }
+        // A large block behind the small ones makes them final once merged.
+        let large: Vec<AccessRecord> = (4..4 + COMPACT_BELOW as u64)
+            .map(|seq| record(seq, 5000))
+            .collect();
+        store.write_batch(filter(), large).await.unwrap();
+        store.compact(i64::MAX).await.unwrap();
+        let report = crate::trail::verify(dir.path()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(
+            (report.blocks, report.records),
+            (2, 3 + COMPACT_BELOW as u64)
+        );
+        // Retention removes the old merged block: recorded, not tampering.
+        store.prune(2000).await.unwrap();
+        let report = crate::trail::verify(dir.path()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.blocks, report.pruned_blocks), (1, 0));
+    }
+
+    /// `warden verify`'s cost, for the closing note (not a timed test: run it with
+    /// `cargo test --release -p warden-collector --lib -- --ignored verify_cost --nocapture`).
+    #[tokio::test]
+    #[ignore = "a measurement, not a test"]
+    async fn verify_cost_per_million_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            Synchronous::Off,
+            100_000,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        crate::decisions::tests::open(dir.path());
+        for b in 0..1000u64 {
+            let batch: Vec<AccessRecord> = (0..1000)
+                .map(|i| record(b * 1000 + i + 1, 1_000_000 + (b * 1000 + i) as i64))
+                .collect();
+            store.write_batch(filter(), batch).await.unwrap();
+        }
+        while store.compact(i64::MAX).await.unwrap() > 0 {}
+        let started = std::time::Instant::now();
+        let report = crate::trail::verify(dir.path()).unwrap();
+        let took = started.elapsed();
+        let bytes = std::fs::metadata(dir.path().join(RECORDS_DB_FILE)).unwrap().len();
+        println!(
+            "warden verify: {} records in {} sealed blocks ({} unsealed), records.db {} MB: {:.2} s",
+            report.records,
+            report.blocks,
+            report.unsealed_blocks,
+            bytes / 1_000_000,
+            took.as_secs_f64()
+        );
+        assert!(report.problems.is_empty());
     }
 
     #[tokio::test]
