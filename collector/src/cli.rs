@@ -92,6 +92,14 @@ pub struct VerifyArgs {
     /// The collector's data directory (read-only; the collector may be running).
     #[arg(long, env = "WARDEN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Signed checkpoints to check the chains against (a copy kept elsewhere of the
+    /// collector's checkpoints.jsonl).
+    #[arg(long)]
+    pub checkpoints: Option<PathBuf>,
+    /// The checkpoints' public key, hex [default: <data dir>/checkpoint.pub; pass your own
+    /// copy: whoever can edit the data directory can replace that one].
+    #[arg(long, requires = "checkpoints")]
+    pub public_key: Option<PathBuf>,
 }
 
 /// `warden token ...`
@@ -756,10 +764,32 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Token { command } => token(command)?,
         Command::Verify(a) => {
-            let report = crate::trail::verify(&a.data_dir).map_err(|e| CliError::File {
+            let mut report = crate::trail::verify(&a.data_dir).map_err(|e| CliError::File {
                 path: a.data_dir.display().to_string(),
                 reason: e.to_string(),
             })?;
+            if let Some(file) = &a.checkpoints {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p).map_err(|e| CliError::File {
+                        path: p.display().to_string(),
+                        reason: e.to_string(),
+                    })
+                };
+                let key_file = a
+                    .public_key
+                    .clone()
+                    .unwrap_or_else(|| a.data_dir.join(crate::trail::CHECKPOINT_PUBLIC_FILE));
+                crate::trail::verify_checkpoints(
+                    &a.data_dir,
+                    &read(file)?,
+                    &read(&key_file)?,
+                    &mut report,
+                )
+                .map_err(|e| CliError::File {
+                    path: a.data_dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
             print!("{}", report.render());
             if !report.problems.is_empty() {
                 return Err(CliError::Tampered(report.problems.len()));

@@ -379,6 +379,9 @@ pub struct StorageConfig {
     /// a batch (retries of an unacknowledged batch come within minutes; a filter restarted gets
     /// a new instance id).
     pub dedup_window: HumanDuration,
+    /// How often the heads of the trail's hash chains are signed into `checkpoints.jsonl`
+    /// (`"0"`: never).
+    pub checkpoint_interval: HumanDuration,
 }
 
 impl Default for StorageConfig {
@@ -389,6 +392,7 @@ impl Default for StorageConfig {
             retention: HumanDuration(Duration::from_secs(30 * 86_400)),
             max_group_records: 100_000,
             dedup_window: HumanDuration(Duration::from_secs(86_400)),
+            checkpoint_interval: HumanDuration(Duration::from_secs(300)),
         }
     }
 }

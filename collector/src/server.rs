@@ -311,6 +311,15 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
+    if !config.storage.checkpoint_interval.0.is_zero() {
+        let key = crate::trail::checkpoint_key(&config.storage.data_dir)?;
+        tokio::spawn(crate::trail::checkpoint_task(
+            config.storage.data_dir.clone(),
+            key,
+            config.storage.checkpoint_interval.0,
+            stop_rx.clone(),
+        ));
+    }
     for tls in [security.grpc_tls.clone(), security.http_tls.clone()]
         .into_iter()
         .flatten()

@@ -11,9 +11,10 @@
 //!
 //! A chain by itself proves order and integrity against anyone who cannot recompute it: someone
 //! with write access to the files could rewrite the rows and recompute every link. The head of
-//! each chain is therefore also kept apart (`chain_head` in the database), which catches a
-//! truncated tail; signed checkpoints of the heads, exported elsewhere, are what rules out a
-//! rewrite (left for a follow-up: see the issue's closing note).
+//! each chain is therefore also kept apart (`chain_meta`), which catches a truncated tail, and
+//! the collector signs checkpoints of both heads with an Ed25519 key (`checkpoints.jsonl`): once
+//! shipped elsewhere, a later rewrite contradicts them, and `warden verify --checkpoints` says
+//! which checkpoint and link disagree.
 
 use crate::error::Error;
 use ring::digest::{Context, SHA256};
@@ -265,6 +266,8 @@ pub struct Report {
     pub audit_entries: u64,
     /// Audit entries written before the chain existed (not covered).
     pub unchained_audit_entries: u64,
+    /// Signed checkpoints that verified.
+    pub checkpoints: u64,
     /// Every problem, first found first.
     pub problems: Vec<String>,
 }
@@ -290,6 +293,9 @@ impl Report {
                 String::new()
             }
         );
+        if self.checkpoints > 0 {
+            let _ = writeln!(out, "signed checkpoints: {} verified", self.checkpoints);
+        }
         if self.problems.is_empty() {
             out.push_str("trail verified: nothing modified, deleted, reordered or truncated\n");
         }
@@ -480,6 +486,233 @@ fn verify_audit(conn: &Connection, report: &mut Report) -> Result<(), Error> {
     Ok(())
 }
 
+/// The checkpoint signing key (PKCS#8), created in the data directory on first use, readable
+/// only by the collector's user.
+pub const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
+/// Its public half, hex, for `warden verify --public-key` (keep a copy elsewhere).
+pub const CHECKPOINT_PUBLIC_FILE: &str = "checkpoint.pub";
+/// Where checkpoints are appended, one JSON object per line (ship it elsewhere).
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
+
+/// A signed statement of both chains' heads at a time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// RFC 3339.
+    pub time: String,
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    /// Position of the record chain's head (0: empty).
+    pub blocks_position: i64,
+    /// Its link, hex.
+    pub blocks_hash: String,
+    /// Id of the decisions audit chain's head entry (0: empty).
+    pub audit_id: i64,
+    /// Its link, hex.
+    pub audit_hash: String,
+    /// Ed25519 signature of [`Checkpoint::message`], hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// What is signed.
+    pub fn message(&self) -> String {
+        format!(
+            "warden-checkpoint-v1 {} {} {} {} {}",
+            self.time_ms, self.blocks_position, self.blocks_hash, self.audit_id, self.audit_hash
+        )
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    crate::security::tls::hex(bytes)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The signing key of `data_dir`, created (with its public half) when missing.
+pub fn checkpoint_key(data_dir: &Path) -> Result<ring::signature::Ed25519KeyPair, Error> {
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+    let path = data_dir.join(CHECKPOINT_KEY_FILE);
+    let pkcs8 = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let rng = ring::rand::SystemRandom::new();
+            let doc = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| Error::Storage("cannot generate the checkpoint key".into()))?;
+            crate::security::local::write_private(&path, doc.as_ref())
+                .map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+            doc.as_ref().to_vec()
+        }
+        Err(e) => return Err(Error::Storage(format!("{}: {e}", path.display()))),
+    };
+    let key = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|e| {
+        Error::Storage(format!(
+            "{}: not an Ed25519 PKCS#8 key: {e}",
+            path.display()
+        ))
+    })?;
+    let public = data_dir.join(CHECKPOINT_PUBLIC_FILE);
+    if !public.exists() {
+        std::fs::write(&public, format!("{}\n", hex(key.public_key().as_ref())))
+            .map_err(|e| Error::Storage(format!("{}: {e}", public.display())))?;
+    }
+    Ok(key)
+}
+
+/// Signs the current heads of both chains and appends the checkpoint to `checkpoints.jsonl`.
+pub fn write_checkpoint(
+    data_dir: &Path,
+    key: &ring::signature::Ed25519KeyPair,
+) -> Result<Checkpoint, Error> {
+    let records = open_read_only(&data_dir.join(crate::store::RECORDS_DB_FILE))?;
+    let main = open_read_only(&data_dir.join(crate::db::MAIN_DB_FILE))?;
+    let (blocks_position, blocks_hash) = head(&records, "blocks_head")?.unwrap_or((0, Vec::new()));
+    let (audit_id, audit_hash) = head(&main, "audit_head")?.unwrap_or((0, Vec::new()));
+    let time_ms = crate::time::now_ms();
+    let mut c = Checkpoint {
+        time: crate::time::rfc3339(time_ms),
+        time_ms,
+        blocks_position,
+        blocks_hash: hex(&blocks_hash),
+        audit_id,
+        audit_hash: hex(&audit_hash),
+        signature: String::new(),
+    };
+    c.signature = hex(key.sign(c.message().as_bytes()).as_ref());
+    let line = serde_json::to_string(&c).map_err(|e| Error::Storage(e.to_string()))?;
+    let path = data_dir.join(CHECKPOINTS_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+    Ok(c)
+}
+
+/// Writes a checkpoint every `interval` until `stop`, and a last one on the way out.
+pub async fn checkpoint_task(
+    data_dir: std::path::PathBuf,
+    key: ring::signature::Ed25519KeyPair,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let key = std::sync::Arc::new(key);
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            _ = stop.changed() => true,
+        };
+        let (dir, k) = (data_dir.clone(), std::sync::Arc::clone(&key));
+        match tokio::task::spawn_blocking(move || write_checkpoint(&dir, &k)).await {
+            Ok(Ok(c)) => tracing::debug!(
+                blocks = c.blocks_position,
+                audit = c.audit_id,
+                "checkpoint written"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write a checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Checks each checkpoint of `checkpoints` (JSON lines) against `public_key` (hex) and the
+/// chains of `data_dir`: a bad signature is a forged checkpoint; a link that differs from the
+/// signed one is a rewritten chain; a head behind it is a truncated one.
+pub fn verify_checkpoints(
+    data_dir: &Path,
+    checkpoints: &str,
+    public_key: &str,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        unhex(public_key.trim()).unwrap_or_default(),
+    );
+    let records = open_read_only(&data_dir.join(crate::store::RECORDS_DB_FILE))?;
+    let main = open_read_only(&data_dir.join(crate::db::MAIN_DB_FILE))?;
+    let anchor = head(&records, "blocks_anchor")?;
+    let blocks_head = head(&records, "blocks_head")?.map_or(0, |(p, _)| p);
+    for (n, line) in checkpoints
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = format!("checkpoint {} ", n + 1);
+        let Ok(c) = serde_json::from_str::<Checkpoint>(line) else {
+            report.problems.push(format!("{at}is not a checkpoint"));
+            continue;
+        };
+        let signed =
+            unhex(&c.signature).is_some_and(|sig| key.verify(c.message().as_bytes(), &sig).is_ok());
+        if !signed {
+            report.problems.push(format!(
+                "{at}({}) is not signed by this key: forged or altered",
+                c.time
+            ));
+            continue;
+        }
+        report.checkpoints += 1;
+        if c.blocks_position > 0 {
+            let stored: Option<Vec<u8>> = records
+                .query_row(
+                    "SELECT hash FROM block_chain WHERE position = ?1",
+                    [c.blocks_position],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .or_else(|| {
+                    anchor
+                        .as_ref()
+                        .filter(|(p, _)| *p == c.blocks_position)
+                        .map(|(_, h)| h.clone())
+                });
+            match stored {
+                Some(h) if hex(&h) == c.blocks_hash => {}
+                Some(_) => report.problems.push(format!(
+                    "{at}({}) signed record link {} differently: the record chain was rewritten",
+                    c.time, c.blocks_position
+                )),
+                None if c.blocks_position > blocks_head => report.problems.push(format!(
+                    "{at}({}) signed record link {}, but the chain ends at {blocks_head}: records were removed",
+                    c.time, c.blocks_position
+                )),
+                // Before the anchor: removed by retention since.
+                None => {}
+            }
+        }
+        if c.audit_id > 0 {
+            let stored: Option<Vec<u8>> = main
+                .query_row(
+                    "SELECT hash FROM admin_audit_chain WHERE audit_id = ?1",
+                    [c.audit_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stored.as_deref().map(hex) != Some(c.audit_hash.clone()) {
+                report.problems.push(format!(
+                    "{at}({}) signed decisions audit entry {} differently: the audit chain was rewritten or truncated",
+                    c.time, c.audit_id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,5 +875,53 @@ mod tests {
         let r = verify(dir.path()).unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.blocks, 3);
+    }
+
+    #[test]
+    fn signed_checkpoints_catch_a_recomputed_chain_and_a_forged_checkpoint() {
+        let dir = trail(4);
+        let key = checkpoint_key(dir.path()).unwrap();
+        let public = std::fs::read_to_string(dir.path().join(CHECKPOINT_PUBLIC_FILE)).unwrap();
+        let c = write_checkpoint(dir.path(), &key).unwrap();
+        assert_eq!((c.blocks_position, c.audit_id), (4, 3));
+        let lines = std::fs::read_to_string(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+        let check = |lines: &str| {
+            let mut r = verify(dir.path()).unwrap();
+            verify_checkpoints(dir.path(), lines, &public, &mut r).unwrap();
+            r
+        };
+        let r = check(&lines);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.checkpoints, 1);
+
+        // A forged or edited checkpoint does not carry the key's signature.
+        let forged = lines.replace("\"blocks_position\":4", "\"blocks_position\":3");
+        let r = check(&forged);
+        assert!(
+            r.problems[0].contains("is not signed by this key"),
+            "{:?}",
+            r.problems
+        );
+
+        // Someone with the files edits a block and recomputes every link: the chain verifies
+        // on its own, the signed checkpoint does not.
+        let conn = Connection::open(dir.path().join(RECORDS)).unwrap();
+        conn.execute_batch(
+            "UPDATE record_blocks SET body = x'00' WHERE id = 2;
+             DELETE FROM block_chain; DELETE FROM chain_meta;",
+        )
+        .unwrap();
+        seal_blocks(&conn, 4).unwrap();
+        assert!(
+            verify(dir.path()).unwrap().problems.is_empty(),
+            "recomputed"
+        );
+        let r = check(&lines);
+        assert!(
+            r.problems[0]
+                .contains("signed record link 4 differently: the record chain was rewritten"),
+            "{:?}",
+            r.problems
+        );
     }
 }

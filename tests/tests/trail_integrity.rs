@@ -346,16 +346,39 @@ async fn hostile_requests_neither_break_the_filter_nor_escape_the_record_contrac
 
 #[tokio::test]
 async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry() {
-    let collector = Collector::start().await;
+    let collector =
+        Collector::start_with_config("[storage]\ncheckpoint_interval = \"200ms\"\n").await;
     for target in ["198.51.100.31", "198.51.100.32", "198.51.100.33"] {
         let out = collector.cli(&["ban", target, "--reason", "verify test"]);
         assert!(out.status.success(), "{out:?}");
     }
     let data = collector.data_dir();
+    // The collector signs the chains' heads; keep a copy of its checkpoints elsewhere.
+    let kept = tempfile::tempdir().unwrap();
+    eventually("a checkpoint of the three changes", || async {
+        let lines = std::fs::read_to_string(data.join("checkpoints.jsonl")).unwrap_or_default();
+        match lines.lines().find(|l| l.contains("\"audit_id\":3")) {
+            Some(line) => {
+                std::fs::write(kept.path().join("checkpoints.jsonl"), format!("{line}\n")).unwrap();
+                std::fs::copy(
+                    data.join("checkpoint.pub"),
+                    kept.path().join("checkpoint.pub"),
+                )
+                .unwrap();
+                Ok(())
+            }
+            None => Err(lines),
+        }
+    })
+    .await;
     let verify = || {
         std::process::Command::new(warden_e2e::paths::warden_bin())
             .args(["verify", "--data-dir"])
             .arg(&data)
+            .arg("--checkpoints")
+            .arg(kept.path().join("checkpoints.jsonl"))
+            .arg("--public-key")
+            .arg(kept.path().join("checkpoint.pub"))
             .output()
             .unwrap()
     };
@@ -366,6 +389,7 @@ async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry
         text.contains("decisions audit: 3 entries verified"),
         "{text}"
     );
+    assert!(text.contains("signed checkpoints: 1 verified"), "{text}");
     assert!(text.contains("trail verified"), "{text}");
 
     // Someone with the files rewrites who made the second change.

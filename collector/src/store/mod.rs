@@ -1190,7 +1190,9 @@ pub(crate) mod tests {
         let started = std::time::Instant::now();
         let report = crate::trail::verify(dir.path()).unwrap();
         let took = started.elapsed();
-        let bytes = std::fs::metadata(dir.path().join(RECORDS_DB_FILE)).unwrap().len();
+        let bytes = std::fs::metadata(dir.path().join(RECORDS_DB_FILE))
+            .unwrap()
+            .len();
         println!(
             "warden verify: {} records in {} sealed blocks ({} unsealed), records.db {} MB: {:.2} s",
             report.records,
