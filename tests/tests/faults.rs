@@ -1,0 +1,103 @@
+//! Faults under load through a real Envoy (shortened for `make test`): the collector is
+//! SIGKILLed several times while clients keep sending; afterwards every record the filter saw
+//! acknowledged is stored, none twice, and every request served is either stored or counted
+//! as dropped by the filter.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use warden_e2e::{Client, Stack, eventually};
+
+const KILLS: usize = 4;
+const CLIENTS: u8 = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_killed_under_load_loses_no_acknowledged_record_and_stores_none_twice() {
+    let mut stack = Stack::start_with(|o| {
+        o.concurrency = 2;
+    })
+    .await;
+    let running = Arc::new(AtomicBool::new(true));
+    let served = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for c in 0..CLIENTS {
+        let (running, served) = (Arc::clone(&running), Arc::clone(&served));
+        let client = Client::from(&format!("127.0.0.{}", 100 + c));
+        let url = stack.envoy.url(&format!("/k/{c}/"));
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                n += 1;
+                let r = client.try_get_with(&format!("{url}{n}"), &[]).await;
+                assert!(
+                    r.is_ok_and(|r| r.status == 200),
+                    "a client request failed while the collector was killed"
+                );
+                served.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        stack.collector.kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.collector.restart().await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    running.store(false, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let served = served.load(Ordering::Relaxed);
+
+    // The filter settles: every record it built is acknowledged or counted as dropped.
+    let (sent, dropped) = eventually("the filter to deliver or count every record", || async {
+        let sent = stack.envoy.stat("warden.records_sent").await.unwrap_or(0);
+        let dropped = stack
+            .envoy
+            .stat("warden.records_dropped")
+            .await
+            .unwrap_or(0);
+        let rejected = stack
+            .envoy
+            .stat("warden.records_rejected")
+            .await
+            .unwrap_or(0);
+        if sent + dropped + rejected == served && rejected == 0 {
+            Ok((sent, dropped))
+        } else {
+            Err(format!(
+                "served {served}, sent {sent}, dropped {dropped}, rejected {rejected}"
+            ))
+        }
+    })
+    .await;
+    let records = stack
+        .collector
+        .records("path_prefix=/k/&limit=10000")
+        .await
+        .unwrap();
+    assert!(records.len() < 10_000, "one page holds them all");
+    let ids: HashSet<&str> = records
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap_or_default())
+        .collect();
+    eprintln!(
+        "{KILLS} kills: {served} requests served, {sent} records acknowledged, {} stored, {dropped} dropped by the filter, {} duplicates",
+        records.len(),
+        records.len() - ids.len()
+    );
+    assert_eq!(ids.len(), records.len(), "no record stored twice");
+    assert_eq!(
+        records.len() as u64,
+        sent,
+        "every acknowledged record is stored"
+    );
+    assert_eq!(
+        records.len() as u64 + dropped,
+        served,
+        "generated = stored + dropped"
+    );
+}
