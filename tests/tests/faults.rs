@@ -101,3 +101,93 @@ async fn a_collector_killed_under_load_loses_no_acknowledged_record_and_stores_n
         "generated = stored + dropped"
     );
 }
+
+/// Latency percentile `q` of `samples` (sorted in place), in ms.
+fn percentile(samples: &mut [Duration], q: f64) -> f64 {
+    samples.sort();
+    let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[i].as_secs_f64() * 1000.0
+}
+
+/// Sends requests from `source` for `how_long`, returning each latency; every one must succeed.
+async fn requests_for(client: &Client, url: &str, how_long: Duration) -> Vec<Duration> {
+    let started = std::time::Instant::now();
+    let mut latencies = Vec::new();
+    let mut n = 0;
+    while started.elapsed() < how_long {
+        n += 1;
+        let sent = std::time::Instant::now();
+        let r = client.try_get_with(&format!("{url}{n}"), &[]).await;
+        assert!(
+            r.is_ok_and(|r| r.status == 200),
+            "a request failed while the collector did not answer"
+        );
+        latencies.push(sent.elapsed());
+    }
+    latencies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_stops_answering_costs_clients_nothing_and_loses_nothing() {
+    let stack = Stack::start().await;
+    let client = Client::from("127.0.0.110");
+    let healthy_url = stack.envoy.url("/stall/healthy/");
+    let mut healthy = requests_for(&client, &healthy_url, Duration::from_secs(3)).await;
+    // SIGSTOP: the collector's sockets stay open but nothing answers (a hung process, a
+    // saturated disk), unlike a crash.
+    let pid = stack.collector.pid().unwrap().to_string();
+    let signal = |s: &str| {
+        let status = std::process::Command::new("kill")
+            .args([s, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let stalled_url = stack.envoy.url("/stall/stalled/");
+    let mut stalled = requests_for(&client, &stalled_url, Duration::from_secs(5)).await;
+    signal("-CONT");
+    let (healthy_n, stalled_n) = (healthy.len(), stalled.len());
+    // Reported, not asserted: timing on a shared machine is a benchmark's job.
+    eprintln!(
+        "stall: healthy p50 {:.2} ms p99 {:.2} ms ({healthy_n} requests); collector stopped p50 {:.2} ms p99 {:.2} ms ({stalled_n} requests)",
+        percentile(&mut healthy, 0.5),
+        percentile(&mut healthy, 0.99),
+        percentile(&mut stalled, 0.5),
+        percentile(&mut stalled, 0.99),
+    );
+    let served = (healthy_n + stalled_n) as u64;
+    eventually(
+        "every record delivered or counted once the collector answers",
+        || async {
+            let sent = stack.envoy.stat("warden.records_sent").await.unwrap_or(0);
+            let dropped = stack
+                .envoy
+                .stat("warden.records_dropped")
+                .await
+                .unwrap_or(0);
+            if sent + dropped == served {
+                Ok(())
+            } else {
+                Err(format!("served {served}, sent {sent}, dropped {dropped}"))
+            }
+        },
+    )
+    .await;
+    let mut stored = 0;
+    for part in ["healthy", "stalled"] {
+        let page = stack
+            .collector
+            .records(&format!("path_prefix=/stall/{part}/&limit=10000"))
+            .await
+            .unwrap();
+        assert!(page.len() < 10_000, "one page holds them all");
+        stored += page.len() as u64;
+    }
+    let dropped = stack
+        .envoy
+        .stat("warden.records_dropped")
+        .await
+        .unwrap_or(0);
+    assert_eq!(stored + dropped, served, "generated = stored + dropped");
+}
