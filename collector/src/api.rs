@@ -49,6 +49,8 @@ pub struct AppState {
     pub decisions: Arc<Decisions>,
     /// Connected filters.
     pub registry: Arc<Registry>,
+    /// Accounting per filter identity.
+    pub ledger: Arc<crate::ingest::ledger::Ledger>,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Largest record query.
@@ -108,11 +110,13 @@ async fn health(State(s): State<AppState>) -> String {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+    let mut text = s.metrics.render();
+    // Totals only: a label per filter instance would grow Prometheus' series without bound.
+    text.push_str(&format!(
+        "# HELP warden_filter_sequence_gaps Sequence numbers below each filter's highest neither stored, refused nor reported dropped (in flight, or lost uncounted).\n# TYPE warden_filter_sequence_gaps gauge\nwarden_filter_sequence_gaps {}\n",
+        s.ledger.total_gaps()
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn records(
@@ -481,7 +485,12 @@ async fn allow_remove(
 }
 
 async fn filters(State(s): State<AppState>) -> Response {
-    Json(json!({ "version": s.decisions.version(), "filters": s.registry.list() })).into_response()
+    Json(json!({
+        "version": s.decisions.version(),
+        "filters": s.registry.list(),
+        "accounting": s.ledger.rows(),
+    }))
+    .into_response()
 }
 
 async fn audit(

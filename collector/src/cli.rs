@@ -1501,10 +1501,42 @@ fn filters_out(v: &Value, as_json: bool) -> String {
         },
     );
     if as_json {
-        list
-    } else {
-        format!("deny-list version {}\n{list}", v["version"])
+        return list;
     }
+    let accounting = list_out(
+        &v["accounting"],
+        false,
+        &[
+            "NODE",
+            "WORKER",
+            "INSTANCE",
+            "RECEIVED",
+            "STORED",
+            "REPEATED",
+            "REFUSED",
+            "DROPPED",
+            "GAPS",
+            "LAST SEEN",
+        ],
+        |a| {
+            vec![
+                str_of(&a["node_id"]),
+                a["worker"].to_string(),
+                str_of(&a["instance_id"]),
+                a["received"].to_string(),
+                a["stored"].to_string(),
+                a["duplicates"].to_string(),
+                a["refused"].to_string(),
+                a["reported_dropped"].to_string(),
+                a["gaps"].to_string(),
+                str_of(&a["last_seen"]),
+            ]
+        },
+    );
+    format!(
+        "deny-list version {}\n{list}\nrecords by filter instance since the collector started (DROPPED: reported by the filter; GAPS: sequence numbers not accounted for yet)\n{accounting}",
+        v["version"]
+    )
 }
 
 fn audit_out(list: &Value, as_json: bool) -> String {

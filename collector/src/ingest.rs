@@ -4,6 +4,8 @@
 //! their sequence and why, counted), hands the rest to the store and the rules engine, and
 //! acknowledges only after the commit.
 
+pub mod ledger;
+
 use crate::config::Limits;
 use crate::detection::Detection;
 use crate::error::Error;
@@ -11,9 +13,9 @@ use crate::metrics::Metrics;
 use crate::security::conn::ConnInfo;
 use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::store::Store;
-use std::collections::HashMap;
+use ledger::{BatchCounts, Ledger};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use warden_proto::contract::{self, MAX_IDENTITY_BYTES};
 use warden_proto::pb::audit_service_server::AuditService;
 use warden_proto::pb::{
@@ -140,25 +142,13 @@ pub fn sort_records(
     (kept, refused)
 }
 
-/// Filter instances whose reported drop counts are remembered at most; beyond it the ones
-/// heard from least recently are forgotten (only authenticated filters get here, but a
-/// credential covering `*` could still invent identities).
-const MAX_DROP_COUNTERS: usize = 100_000;
-
-/// What a filter instance last reported it dropped, and when it was heard from.
-#[derive(Debug, Clone, Copy)]
-struct DropCount {
-    total: u64,
-    seen_ms: i64,
-}
-
 /// The Export service.
 pub struct Ingest {
     store: Arc<Store>,
     limits: Limits,
     auth: Arc<FilterAuth>,
     metrics: Arc<Metrics>,
-    dropped: Mutex<HashMap<(String, u32, String), DropCount>>,
+    ledger: Arc<Ledger>,
     detection: Option<Arc<Detection>>,
     retention: std::time::Duration,
 }
@@ -176,10 +166,15 @@ impl Ingest {
             limits,
             auth,
             metrics,
-            dropped: Mutex::new(HashMap::new()),
+            ledger: Arc::default(),
             detection: None,
             retention: std::time::Duration::ZERO,
         }
+    }
+
+    /// The accounting per filter identity this service keeps.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.ledger)
     }
 
     /// Refuses records older than `retention` (zero: none are too old).
@@ -231,6 +226,17 @@ impl Ingest {
         let ((), stored) = tokio::join!(evaluate, store);
         match stored {
             Ok(outcome) => {
+                self.ledger.record(
+                    &filter,
+                    BatchCounts {
+                        received: n,
+                        stored: u64::from(outcome.accepted),
+                        duplicates: u64::from(outcome.duplicates),
+                        refused: refused.len() as u64,
+                        highest_sequence: highest,
+                    },
+                    crate::time::now_ms(),
+                );
                 self.metrics
                     .records_stored
                     .fetch_add(u64::from(outcome.accepted), Relaxed);
@@ -262,27 +268,11 @@ impl Ingest {
             tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, highest_sequence, "ignored a dropped count larger than the records the filter numbered");
             return;
         }
-        let Ok(mut map) = self.dropped.lock() else {
-            return;
-        };
-        let now = crate::time::now_ms();
-        if map.len() >= MAX_DROP_COUNTERS {
-            let mut ages: Vec<i64> = map.values().map(|d| d.seen_ms).collect();
-            ages.sort_unstable();
-            let cutoff = ages[ages.len() / 10];
-            map.retain(|_, d| d.seen_ms > cutoff);
-        }
-        let key = (f.node_id.clone(), f.worker, f.instance_id.clone());
-        let entry = map.entry(key).or_insert(DropCount {
-            total: 0,
-            seen_ms: now,
-        });
-        entry.seen_ms = now;
-        if dropped_total > entry.total {
-            self.metrics
-                .filter_dropped_total
-                .fetch_add(dropped_total - entry.total, Relaxed);
-            entry.total = dropped_total;
+        let grew = self
+            .ledger
+            .report_dropped(f, dropped_total, crate::time::now_ms());
+        if grew > 0 {
+            self.metrics.filter_dropped_total.fetch_add(grew, Relaxed);
             tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, "filter reports dropped records");
         }
     }

@@ -230,6 +230,7 @@ pub async fn serve(
     )
     .with_retention(config.storage.retention.0)
     .with_detection(Arc::clone(&detection));
+    let ledger = ingest.ledger();
     let push = Push::new(
         Arc::clone(&decisions),
         Arc::clone(&registry),
@@ -274,6 +275,7 @@ pub async fn serve(
         main_db: Arc::new(ReadPool::new(main_db)),
         decisions: Arc::clone(&decisions),
         registry,
+        ledger,
         metrics,
         max_query_limit: config.limits.max_query_limit,
         min_prefix_v4: config.limits.min_prefix_v4,

@@ -167,6 +167,50 @@ async fn a_damaged_database_stops_startup_naming_the_file() {
 }
 
 #[tokio::test]
+async fn every_record_of_a_filter_is_accounted_for() {
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
+    let mut bad = record(3);
+    bad.client_address = "abc".into();
+    client
+        .export(batch(vec![record(1), record(2), bad]))
+        .await
+        .unwrap();
+    client
+        .export(batch(vec![record(1), record(2)]))
+        .await
+        .unwrap();
+    // 4..=6 never arrive; the filter reports two of them dropped.
+    let mut req = batch(vec![record(7)]);
+    req.dropped_total = 2;
+    client.export(req).await.unwrap();
+    let (status, body) = c.get("/api/v1/filters").await;
+    assert_eq!(status, 200, "{body}");
+    let row = &body["accounting"][0];
+    assert_eq!(row["node_id"], "envoy-test", "{body}");
+    let got: Vec<u64> = [
+        "received",
+        "stored",
+        "duplicates",
+        "refused",
+        "reported_dropped",
+        "highest_sequence",
+        "gaps",
+    ]
+    .iter()
+    .map(|k| row[k].as_u64().unwrap())
+    .collect();
+    assert_eq!(got, [6, 3, 2, 1, 2, 7, 1], "{row}");
+    assert!(
+        c.metrics_text()
+            .await
+            .lines()
+            .any(|l| l == "warden_filter_sequence_gaps 1")
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn a_retried_batch_is_stored_once() {
     let mut c = start(|_| {}).await;
     let mut client = audit_client(&c).await;

@@ -1,0 +1,224 @@
+//! Accounting per filter identity (node, worker, instance), since the collector started: what
+//! it sent, what was stored, repeated, refused, what it reports having dropped, and the
+//! sequence numbers still unexplained, so that nothing is lost without being counted
+//! (`warden filters`, `GET /api/v1/filters`, `/metrics`).
+//!
+//! Only authenticated filters get here, and the table is bounded: past [`MAX_IDENTITIES`] the
+//! tenth heard from least recently is forgotten.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use warden_proto::pb::FilterIdentity;
+
+/// Identities accounted at most.
+pub const MAX_IDENTITIES: usize = 100_000;
+
+type Key = (String, u32, String);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Entry {
+    received: u64,
+    stored: u64,
+    duplicates: u64,
+    refused: u64,
+    reported_dropped: u64,
+    highest_sequence: u64,
+    last_seen_ms: i64,
+}
+
+/// One identity's accounting.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerRow {
+    /// Envoy node id.
+    pub node_id: String,
+    /// Worker index.
+    pub worker: u32,
+    /// VM instance id.
+    pub instance_id: String,
+    /// Records received in batches (retries included).
+    pub received: u64,
+    /// Records newly stored.
+    pub stored: u64,
+    /// Records received again (a retry) and not stored twice.
+    pub duplicates: u64,
+    /// Records refused one by one (they broke the record contract or carried an impossible time).
+    pub refused: u64,
+    /// Records the filter reports having dropped (its buffer was full).
+    pub reported_dropped: u64,
+    /// Highest sequence number seen.
+    pub highest_sequence: u64,
+    /// Sequence numbers up to the highest neither stored, refused nor reported dropped: records
+    /// still in flight or lost without being counted. Transient while batches are in flight;
+    /// one that stays is a loss to investigate.
+    pub gaps: u64,
+    /// When the identity last sent a batch, RFC 3339.
+    pub last_seen: String,
+}
+
+/// The accounting table.
+#[derive(Debug, Default)]
+pub struct Ledger(Mutex<HashMap<Key, Entry>>);
+
+/// What one batch did, for [`Ledger::record`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchCounts {
+    /// Records in the batch.
+    pub received: u64,
+    /// Newly stored.
+    pub stored: u64,
+    /// Already stored.
+    pub duplicates: u64,
+    /// Refused one by one.
+    pub refused: u64,
+    /// Highest sequence in the batch.
+    pub highest_sequence: u64,
+}
+
+impl Ledger {
+    fn with_entry(&self, f: &FilterIdentity, now_ms: i64, update: impl FnOnce(&mut Entry)) {
+        let Ok(mut map) = self.0.lock() else {
+            return;
+        };
+        if map.len() >= MAX_IDENTITIES {
+            let mut ages: Vec<i64> = map.values().map(|e| e.last_seen_ms).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 10];
+            map.retain(|_, e| e.last_seen_ms > cutoff);
+        }
+        let entry = map
+            .entry((f.node_id.clone(), f.worker, f.instance_id.clone()))
+            .or_default();
+        entry.last_seen_ms = now_ms;
+        update(entry);
+    }
+
+    /// Counts one batch.
+    pub fn record(&self, f: &FilterIdentity, counts: BatchCounts, now_ms: i64) {
+        self.with_entry(f, now_ms, |e| {
+            e.received += counts.received;
+            e.stored += counts.stored;
+            e.duplicates += counts.duplicates;
+            e.refused += counts.refused;
+            e.highest_sequence = e.highest_sequence.max(counts.highest_sequence);
+        });
+    }
+
+    /// Takes a filter's reported drop total (it only grows); returns by how much it grew, for
+    /// `/metrics`.
+    pub fn report_dropped(&self, f: &FilterIdentity, dropped_total: u64, now_ms: i64) -> u64 {
+        let mut grew = 0;
+        self.with_entry(f, now_ms, |e| {
+            if dropped_total > e.reported_dropped {
+                grew = dropped_total - e.reported_dropped;
+                e.reported_dropped = dropped_total;
+            }
+        });
+        grew
+    }
+
+    /// Every identity, most recently heard from first.
+    pub fn rows(&self) -> Vec<LedgerRow> {
+        let Ok(map) = self.0.lock() else {
+            return Vec::new();
+        };
+        let mut rows: Vec<(i64, LedgerRow)> = map
+            .iter()
+            .map(|((node, worker, instance), e)| {
+                let explained = e.stored + e.refused + e.reported_dropped;
+                (
+                    e.last_seen_ms,
+                    LedgerRow {
+                        node_id: node.clone(),
+                        worker: *worker,
+                        instance_id: instance.clone(),
+                        received: e.received,
+                        stored: e.stored,
+                        duplicates: e.duplicates,
+                        refused: e.refused,
+                        reported_dropped: e.reported_dropped,
+                        highest_sequence: e.highest_sequence,
+                        gaps: e.highest_sequence.saturating_sub(explained),
+                        last_seen: crate::time::rfc3339(e.last_seen_ms),
+                    },
+                )
+            })
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+        rows.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Sum of every identity's gaps (`/metrics`).
+    pub fn total_gaps(&self) -> u64 {
+        self.rows().iter().map(|r| r.gaps).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter() -> FilterIdentity {
+        FilterIdentity {
+            node_id: "n".into(),
+            worker: 1,
+            instance_id: "i".into(),
+            filter_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn every_sequence_number_is_explained_or_counted_as_a_gap() {
+        let l = Ledger::default();
+        let f = filter();
+        // 1..=10 sent: 9 stored, 1 refused.
+        l.record(
+            &f,
+            BatchCounts {
+                received: 10,
+                stored: 9,
+                refused: 1,
+                highest_sequence: 10,
+                ..Default::default()
+            },
+            1,
+        );
+        // A retry of 6..=10 (5 duplicates), then 16..=20: 11..=15 are missing.
+        l.record(
+            &f,
+            BatchCounts {
+                received: 5,
+                duplicates: 5,
+                highest_sequence: 10,
+                ..Default::default()
+            },
+            2,
+        );
+        l.record(
+            &f,
+            BatchCounts {
+                received: 5,
+                stored: 5,
+                highest_sequence: 20,
+                ..Default::default()
+            },
+            3,
+        );
+        assert_eq!(l.rows()[0].gaps, 5);
+        // The filter reports it dropped three of them: two are still unexplained.
+        assert_eq!(l.report_dropped(&f, 3, 4), 3);
+        assert_eq!(l.report_dropped(&f, 3, 5), 0, "a total, not an increment");
+        let row = &l.rows()[0];
+        assert_eq!(
+            (
+                row.received,
+                row.stored,
+                row.duplicates,
+                row.refused,
+                row.reported_dropped,
+                row.gaps
+            ),
+            (20, 14, 5, 1, 3, 2)
+        );
+    }
+}
