@@ -98,6 +98,8 @@ pub struct Batch {
     records_end: usize,
     records: usize,
     urgent: usize,
+    /// Records that are shed last when the buffer overflows (auth failures, Warden's blocks).
+    protected: usize,
     first_sequence: u64,
     opened_ms: u64,
 }
@@ -157,6 +159,17 @@ pub struct Appended {
     /// A batch is ready to leave now (sealed full, or urgent with no urgent call in flight):
     /// wake the root context rather than wait for its tick.
     pub send_now: bool,
+}
+
+/// How much a record matters when the buffer overflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// A plain access record: shed first.
+    Plain,
+    /// A request Warden refused: kept before plain records.
+    Blocked,
+    /// An auth failure: leaves at once and is kept before plain records.
+    Urgent,
 }
 
 /// Spare batch buffers kept for reuse (enough for the calls in flight to come back).
@@ -219,9 +232,10 @@ impl Shipper {
     pub fn append(
         &mut self,
         now_ms: u64,
-        urgent: bool,
+        priority: Priority,
         encode: impl FnOnce(u64, &mut Vec<u8>),
     ) -> Appended {
+        let urgent = priority == Priority::Urgent;
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let batch = match self.open.as_mut() {
@@ -236,6 +250,7 @@ impl Shipper {
                     bytes,
                     records: 0,
                     urgent: 0,
+                    protected: 0,
                     first_sequence: sequence,
                     opened_ms: now_ms,
                 })
@@ -246,6 +261,7 @@ impl Shipper {
         batch.records_end = batch.bytes.len();
         batch.records += 1;
         batch.urgent += usize::from(urgent);
+        batch.protected += usize::from(priority != Priority::Plain);
         self.records += 1;
         self.bytes += batch.bytes.len() - before;
         let full = batch.records >= self.config.max_records
@@ -281,14 +297,23 @@ impl Shipper {
         self.bytes -= batch.records_end;
     }
 
-    /// Drops the oldest waiting batches (then the open one) until both bounds hold. Batches in
-    /// flight are never dropped; their number and size are bounded by the configuration.
+    /// Drops waiting batches until both bounds hold: first the oldest holding only plain access
+    /// records, then the open one if it holds only those, and only then batches holding auth
+    /// failures or Warden's blocks, oldest first (the evidence detection and auditors need
+    /// most). Batches in flight are never dropped; their number and size are bounded by the
+    /// configuration.
     fn enforce_bounds(&mut self) -> u64 {
         let mut dropped = 0;
         while self.records > self.config.max_pending_records
             || self.bytes > self.config.max_pending_bytes
         {
-            let Some(old) = self.queued.pop_front().or_else(|| self.open.take()) else {
+            let plain_queued = self.queued.iter().position(|b| b.protected == 0);
+            let victim = match plain_queued {
+                Some(i) => self.queued.remove(i),
+                None if self.open.as_ref().is_some_and(|b| b.protected == 0) => self.open.take(),
+                None => self.queued.pop_front().or_else(|| self.open.take()),
+            };
+            let Some(old) = victim else {
                 break;
             };
             self.forget(&old);
@@ -443,7 +468,12 @@ mod tests {
     }
 
     fn push(s: &mut Shipper, now: u64, path: &str, urgent: bool) -> Appended {
-        s.append(now, urgent, |sequence, out| {
+        let priority = if urgent {
+            Priority::Urgent
+        } else {
+            Priority::Plain
+        };
+        s.append(now, priority, |sequence, out| {
             let r = AccessRecord {
                 sequence,
                 path: path.into(),
@@ -658,6 +688,40 @@ mod tests {
         }
         assert!(s.pending_bytes() <= 1024, "{}", s.pending_bytes());
         assert_eq!(s.pending_len() as u64 + s.dropped_total(), 10);
+    }
+
+    #[test]
+    fn plain_records_are_shed_before_auth_failures_and_blocks() {
+        let mut s = shipper(&cfg());
+        // 1..=3 (an auth failure among them) sealed, then 4..=6 plain: the sixth record
+        // overflows the bound of five, and the plain batch goes, not the older one.
+        push(&mut s, 0, "/login", true);
+        for i in 2..=5 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        assert_eq!(push(&mut s, 0, "/6", false).dropped, 3);
+        let req = ExportRequest::decode(s.next_batch(0).unwrap().body()).unwrap();
+        assert_eq!(
+            req.records.iter().map(|r| r.sequence).collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "the batch holding the auth failure survives; 4..=6 went"
+        );
+        // A blocked request protects its batch the same way.
+        let mut s = shipper(&cfg());
+        s.append(0, Priority::Blocked, |sequence, out| {
+            let r = AccessRecord {
+                sequence,
+                ..Default::default()
+            };
+            encode_varint(2 << 3 | 2, out);
+            encode_varint(r.encoded_len() as u64, out);
+            r.encode_raw(out);
+        });
+        for i in 2..=7 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let req = ExportRequest::decode(s.next_batch(0).unwrap().body()).unwrap();
+        assert_eq!(req.records[0].sequence, 1);
     }
 
     #[test]

@@ -228,7 +228,12 @@ pub fn record_completed(
     };
     let urgent = batch::is_urgent(&config.batch, a.status, &decision);
     let max_record = shipper.max_record_bytes();
-    shipper.append(ms(c.now_ns).max(0) as u64, urgent, |sequence, out| {
+    let priority = if urgent {
+        crate::batch::Priority::Urgent
+    } else {
+        crate::batch::Priority::Plain
+    };
+    shipper.append(ms(c.now_ns).max(0) as u64, priority, |sequence, out| {
         view.encode_into(sequence, max_record, out);
     })
 }
@@ -276,9 +281,13 @@ pub fn record_blocked(
         ..RecordView::default()
     };
     let max_record = shipper.max_record_bytes();
-    shipper.append(ms(b.now_ns).max(0) as u64, false, |sequence, out| {
-        view.encode_into(sequence, max_record, out);
-    })
+    shipper.append(
+        ms(b.now_ns).max(0) as u64,
+        crate::batch::Priority::Blocked,
+        |sequence, out| {
+            view.encode_into(sequence, max_record, out);
+        },
+    )
 }
 
 #[cfg(test)]
