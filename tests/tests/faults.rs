@@ -53,27 +53,7 @@ async fn a_collector_killed_under_load_loses_no_acknowledged_record_and_stores_n
     let served = served.load(Ordering::Relaxed);
 
     // The filter settles: every record it built is acknowledged or counted as dropped.
-    let (sent, dropped) = eventually("the filter to deliver or count every record", || async {
-        let sent = stack.envoy.stat("warden.records_sent").await.unwrap_or(0);
-        let dropped = stack
-            .envoy
-            .stat("warden.records_dropped")
-            .await
-            .unwrap_or(0);
-        let rejected = stack
-            .envoy
-            .stat("warden.records_rejected")
-            .await
-            .unwrap_or(0);
-        if sent + dropped + rejected == served && rejected == 0 {
-            Ok((sent, dropped))
-        } else {
-            Err(format!(
-                "served {served}, sent {sent}, dropped {dropped}, rejected {rejected}"
-            ))
-        }
-    })
-    .await;
+    let (sent, dropped) = settled(&stack, served).await;
     let records = stack
         .collector
         .records("path_prefix=/k/&limit=10000")
@@ -100,6 +80,25 @@ async fn a_collector_killed_under_load_loses_no_acknowledged_record_and_stores_n
         served,
         "generated = stored + dropped"
     );
+}
+
+/// Waits until the filter has every record of the `served` requests acknowledged or counted as
+/// dropped (none refused), and returns (acknowledged, dropped).
+async fn settled(stack: &Stack, served: u64) -> (u64, u64) {
+    eventually("the filter to deliver or count every record", || async {
+        let stat = |name: &'static str| async move { stack.envoy.stat(name).await.unwrap_or(0) };
+        let sent = stat("warden.records_sent").await;
+        let dropped = stat("warden.records_dropped").await;
+        let rejected = stat("warden.records_rejected").await;
+        if sent + dropped + rejected == served && rejected == 0 {
+            Ok((sent, dropped))
+        } else {
+            Err(format!(
+                "served {served}, sent {sent}, dropped {dropped}, rejected {rejected}"
+            ))
+        }
+    })
+    .await
 }
 
 /// Latency percentile `q` of `samples` (sorted in place), in ms.
@@ -157,23 +156,7 @@ async fn a_collector_that_stops_answering_costs_clients_nothing_and_loses_nothin
         percentile(&mut stalled, 0.99),
     );
     let served = (healthy_n + stalled_n) as u64;
-    eventually(
-        "every record delivered or counted once the collector answers",
-        || async {
-            let sent = stack.envoy.stat("warden.records_sent").await.unwrap_or(0);
-            let dropped = stack
-                .envoy
-                .stat("warden.records_dropped")
-                .await
-                .unwrap_or(0);
-            if sent + dropped == served {
-                Ok(())
-            } else {
-                Err(format!("served {served}, sent {sent}, dropped {dropped}"))
-            }
-        },
-    )
-    .await;
+    settled(&stack, served).await;
     let mut stored = 0;
     for part in ["healthy", "stalled"] {
         let page = stack
