@@ -36,6 +36,20 @@ pub fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, Err
     })
 }
 
+/// Opens `path` read-only (a reader beside the writer, or a check of a collector's files while
+/// it runs); an error names the file.
+pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
+    let open = || -> Result<Connection, rusqlite::Error> {
+        let c = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(c)
+    };
+    open().map_err(|e| Error::Storage(format!("{}: {e}", path.display())))
+}
+
 /// Read-only connections to one database, reused across queries. Cheap to share behind an
 /// `Arc`; WAL lets them read beside the writer.
 pub struct ReadPool {
@@ -69,14 +83,7 @@ impl ReadPool {
             let pooled = idle.lock().ok().and_then(|mut v| v.pop());
             let conn = match pooled {
                 Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    c.busy_timeout(std::time::Duration::from_secs(10))?;
-                    c
-                }
+                None => open_read_only(&path)?,
             };
             let result = f(&conn);
             if let Ok(mut v) = idle.lock() {

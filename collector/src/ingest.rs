@@ -123,7 +123,9 @@ pub fn sort_records(
     for (i, mut r) in records.into_iter().enumerate() {
         match check_record(i, &r, limits, time) {
             Ok(()) => {
-                if !r.client_address.is_empty()
+                // Dotted IPv4 that parsed is already canonical (no leading zeros, no mapping):
+                // only IPv6 text is rewritten, and only when it differs.
+                if r.client_address.contains(':')
                     && let Ok(ip) = contract::parse_ip(&r.client_address)
                 {
                     let canonical = ip.to_string();

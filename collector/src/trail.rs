@@ -16,6 +16,7 @@
 //! shipped elsewhere, a later rewrite contradicts them, and `warden verify --checkpoints` says
 //! which checkpoint and link disagree.
 
+use crate::db::open_read_only;
 use crate::error::Error;
 use ring::digest::{Context, SHA256};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -304,11 +305,6 @@ impl Report {
         }
         out
     }
-}
-
-fn open_read_only(path: &Path) -> Result<Connection, Error> {
-    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| Error::Storage(format!("{}: {e}", path.display())))
 }
 
 /// Walks both chains of the data directory (read-only; the collector may be running).

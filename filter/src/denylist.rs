@@ -492,10 +492,10 @@ fn push<K>(levels: &mut [Vec<(K, Entry)>], len: u8, key: K, entry: Entry) {
 pub use warden_proto::contract::canonical_ip as canonical;
 
 impl Table {
-    /// Rebuilds the interned strings from the live entries once the dead ones dominate
-    /// (amortised: a rebuild costs the entries, and happens after as many new strings).
-    fn compact_strings(&mut self) {
-        let live = self.allow.len() + self.deny.len();
+    /// Rebuilds the interned strings from the `live` entries (the table's length, which the
+    /// caller has just counted) once the dead ones dominate (amortised: a rebuild costs the
+    /// entries, and happens after as many new strings).
+    fn compact_strings(&mut self, live: usize) {
         if self.strings.len() <= 2 * live + INTERNER_SLACK {
             return;
         }
@@ -680,9 +680,9 @@ impl DenyList {
                 for k in &delta.removals {
                     self.table.remove(k);
                 }
-                self.table.compact_strings();
                 self.version = delta.version;
                 self.len = self.table.len();
+                self.table.compact_strings(self.len);
                 Ok(Some(delta.version))
             }
         }
@@ -691,8 +691,8 @@ impl DenyList {
     /// Drops expired entries (lookups already ignore them; this frees memory).
     pub fn purge(&mut self, now_ms: i64) -> usize {
         let n = self.table.allow.purge(now_ms) + self.table.deny.purge(now_ms);
-        self.table.compact_strings();
         self.len = self.table.len();
+        self.table.compact_strings(self.len);
         n
     }
 }

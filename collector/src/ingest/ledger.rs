@@ -75,6 +75,14 @@ pub struct BatchCounts {
     pub highest_sequence: u64,
 }
 
+impl Entry {
+    /// Sequence numbers up to the highest neither stored, refused nor reported dropped.
+    fn gaps(&self) -> u64 {
+        self.highest_sequence
+            .saturating_sub(self.stored + self.refused + self.reported_dropped)
+    }
+}
+
 impl Ledger {
     fn with_entry(&self, f: &FilterIdentity, now_ms: i64, update: impl FnOnce(&mut Entry)) {
         let Ok(mut map) = self.0.lock() else {
@@ -125,7 +133,6 @@ impl Ledger {
         let mut rows: Vec<(i64, LedgerRow)> = map
             .iter()
             .map(|((node, worker, instance), e)| {
-                let explained = e.stored + e.refused + e.reported_dropped;
                 (
                     e.last_seen_ms,
                     LedgerRow {
@@ -138,7 +145,7 @@ impl Ledger {
                         refused: e.refused,
                         reported_dropped: e.reported_dropped,
                         highest_sequence: e.highest_sequence,
-                        gaps: e.highest_sequence.saturating_sub(explained),
+                        gaps: e.gaps(),
                         last_seen: crate::time::rfc3339(e.last_seen_ms),
                     },
                 )
@@ -150,7 +157,10 @@ impl Ledger {
 
     /// Sum of every identity's gaps (`/metrics`).
     pub fn total_gaps(&self) -> u64 {
-        self.rows().iter().map(|r| r.gaps).sum()
+        let Ok(map) = self.0.lock() else {
+            return 0;
+        };
+        map.values().map(Entry::gaps).sum()
     }
 }
 

@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS store_meta (key TEXT PRIMARY KEY, value INTEGER NOT N
 /// the compressed bytes, where a string can hide inside an LZ4 back-reference (the "no secret in
 /// the database" tests).
 pub fn decoded_block_bodies(path: &Path) -> Result<Vec<Vec<u8>>, Error> {
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = crate::db::open_read_only(path)?;
     let mut stmt = conn.prepare("SELECT codec, body FROM record_blocks ORDER BY id")?;
     let mut rows = stmt.query([])?;
     let mut bodies = Vec::new();

@@ -184,8 +184,7 @@ impl SequenceLog {
     /// rules engine starts from what was stored, so a batch retried across a restart is not
     /// evaluated again).
     pub fn load_from(path: &std::path::Path) -> Result<Self, Error> {
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        Self::load(&conn)
+        Self::load(&crate::db::open_read_only(path)?)
     }
 
     /// Forgets one identity (in memory only).
