@@ -40,8 +40,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (ENVOY, PERF, ROOT, WASM_DIR, Processes, envoy_stats, free_port,  # noqa: E402
-                          http_get, render, start_collector, stat, wait_until, wasm_filter)
+from bench_common import (ENVOY, PERF, ROOT, WARDEN_CONFIG, WARDEN_ENV_KEYS, WASM_DIR,  # noqa: E402
+                          Processes, envoy_stats, filter_token_env, free_port,
+                          http_get, render, start_collector, stat, wait_until, wasm_filter,
+                          write_report)
 
 ALL_VARIANTS = ["bare", "noop", "json-file", "http-grpc", "warden", "warden-down", "warden-2w"]
 ALT_WASM = os.environ.get("ALT_WASM", "")
@@ -109,9 +111,10 @@ def variant_blocks(variant, work):
     if variant == "noop":
         filters = wasm_filter("noop", os.path.join(WASM_DIR, "warden_noop_filter.wasm"), "{}")
     elif variant == "warden-alt":
-        filters = wasm_filter("warden", os.path.abspath(ALT_WASM), "{}")
+        filters = wasm_filter("warden", os.path.abspath(ALT_WASM), WARDEN_CONFIG, WARDEN_ENV_KEYS)
     elif variant.startswith("warden"):
-        filters = wasm_filter("warden", os.path.join(WASM_DIR, "warden_filter.wasm"), "{}")
+        filters = wasm_filter("warden", os.path.join(WASM_DIR, "warden_filter.wasm"), WARDEN_CONFIG,
+                              WARDEN_ENV_KEYS)
     elif variant == "json-file":
         fields = "\n".join(f"        {k}: \"{v}\"" for k, v in JSON_FORMAT.items())
         log = f"""access_log:
@@ -212,7 +215,7 @@ class Bench:
         envoy = self.procs.start(pinned(ENVOY_CPU, [
             ENVOY, "-c", config, "--concurrency", "2" if variant == "warden-2w" else "1",
             "--disable-hot-restart",
-            "--log-level", "warn"]), envoy_log)
+            "--log-level", "warn"]), envoy_log, env=filter_token_env(self.work))
         result = {"variant": variant, "round": round_no, "failed": None}
         try:
             wait_until("Envoy /ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200)
@@ -409,13 +412,7 @@ def main():
                           f"unloaded p50 {fmt(r['u_p50'])} µs{extra}", file=sys.stderr)
     finally:
         bench.procs.stop_all()
-    text = report(results, started, time.time() - t0)
-    out = os.environ.get("OUT") or os.path.join(ROOT, "target/bench", f"gateway-{started:%Y%m%d-%H%M}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
-    print(text)
-    print(f"report written to {out}", file=sys.stderr)
+    write_report(report(results, started, time.time() - t0), "gateway", started)
     shutil.rmtree(work, ignore_errors=True)
 
 

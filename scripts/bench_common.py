@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -87,9 +88,25 @@ def indent(text, spaces):
     return "\n".join(pad + line if line else line for line in text.splitlines())
 
 
-def wasm_filter(name, wasm, config):
-    """An HTTP filter list item running `wasm` with a JSON `config` (single-quoted YAML)."""
+# The Warden filter's configuration in the benchmarks: its collector credential comes from the
+# VM's environment, as in production (the collector refuses filters without one).
+WARDEN_CONFIG = '{"collector": {"token_env": "WARDEN_FILTER_TOKEN"}}'
+WARDEN_ENV_KEYS = ("WARDEN_FILTER_TOKEN",)
+
+
+def filter_token_env(work):
+    """The environment for an Envoy whose Warden filter talks to the collector started in
+    `work`: its local filter token in WARDEN_FILTER_TOKEN."""
+    with open(os.path.join(work, "data", "filter.token")) as f:
+        return {**os.environ, "WARDEN_FILTER_TOKEN": f.read().strip()}
+
+
+def wasm_filter(name, wasm, config, env_keys=()):
+    """An HTTP filter list item running `wasm` with a JSON `config` (single-quoted YAML), its VM
+    given the host environment variables `env_keys`."""
     config = config.replace("'", "''")
+    env = (f"\n        environment_variables: {{ host_env_keys: [{', '.join(env_keys)}] }}"
+           if env_keys else "")
     return f"""- name: envoy.filters.http.wasm
   typed_config:
     "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
@@ -103,7 +120,7 @@ def wasm_filter(name, wasm, config):
       vm_config:
         vm_id: {name}
         runtime: envoy.wasm.runtime.v8
-        code: {{ local: {{ filename: "{wasm}" }} }}"""
+        code: {{ local: {{ filename: "{wasm}" }} }}{env}"""
 
 
 def render(path, node_id, admin, listener, upstream, collector, sink, filters="", access_log=""):
@@ -131,6 +148,16 @@ def envoy_stats(admin):
         except ValueError:
             pass
     return stats
+
+
+def write_report(text, kind, started):
+    """Writes a report to $OUT, else target/bench/<kind>-<time>.md, prints it, and says where."""
+    out = os.environ.get("OUT") or os.path.join(ROOT, "target/bench", f"{kind}-{started:%Y%m%d-%H%M}.md")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"report written to {out}", file=sys.stderr)
 
 
 def stat(stats, name):

@@ -28,8 +28,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import (PERF, ROOT, WASM_DIR, Processes, envoy_stats, free_port,  # noqa: E402
-                          http_get, render, start_collector, stat, wait_until, wasm_filter)
+from bench_common import (PERF, ROOT, WARDEN_CONFIG, WARDEN_ENV_KEYS, WASM_DIR,  # noqa: E402
+                          Processes, envoy_stats, filter_token_env, free_port,
+                          http_get, render, start_collector, stat, wait_until, wasm_filter,
+                          write_report)
 
 N = int(os.environ.get("N", "300"))
 IDLE = float(os.environ.get("IDLE", "3"))
@@ -57,7 +59,7 @@ def probe(ops):
 
 
 def variants(expression):
-    warden = ("warden", os.path.join(WASM_DIR, "warden_filter.wasm"), "{}")
+    warden = ("warden", os.path.join(WASM_DIR, "warden_filter.wasm"), WARDEN_CONFIG, WARDEN_ENV_KEYS)
     noop = ("noop", os.path.join(WASM_DIR, "warden_noop_filter.wasm"), "{}")
     # (name, what it measures, filter or None, ban)
     return [
@@ -75,7 +77,7 @@ def variants(expression):
         ("warden+denylist", "the Warden filter, a deny list that does not list the client", warden, "10.9.9.9"),
         ("warden-blocked", "the Warden filter answering a listed client with 403", warden, "127.0.0.1"),
     ] + ([("warden-alt", f"another build of the filter ({os.environ['ALT_WASM']}), collector up",
-           ("warden", os.path.abspath(os.environ["ALT_WASM"]), "{}"), None)]
+           ("warden", os.path.abspath(os.environ["ALT_WASM"]), WARDEN_CONFIG, WARDEN_ENV_KEYS), None)]
          if os.environ.get("ALT_WASM") else [])
 
 
@@ -107,8 +109,11 @@ def run(variant, work, envoy_bin):
         wait_until("the upstream", lambda: http_get(f"http://127.0.0.1:{upstream}/")[0] == 200)
         _, grpc, http_addr = start_collector(procs, vdir, log)
         if ban:
+            # The CLI finds the collector's local admin token through its data directory.
             out = subprocess.run([os.path.join(PERF, "warden"), "ban", ban, "--reason", "profile",
-                                  "--server", f"http://{http_addr}"], capture_output=True, text=True)
+                                  "--server", f"http://{http_addr}",
+                                  "--data-dir", os.path.join(vdir, "data")],
+                                 capture_output=True, text=True)
             if out.returncode != 0:
                 raise RuntimeError(f"warden ban: {out.stderr}")
         admin, listener = free_port(), free_port()
@@ -118,7 +123,8 @@ def run(variant, work, envoy_bin):
         out_file = os.path.join(vdir, "callgrind.out")
         envoy = procs.start(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
                              "--smc-check=all-non-file", envoy_bin, "-c", config, "--concurrency", "1",
-                             "--disable-hot-restart", "--log-level", "warn"], log)
+                             "--disable-hot-restart", "--log-level", "warn"], log,
+                            env=filter_token_env(vdir))
         wait_until("Envoy under valgrind", lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200,
                    timeout=600)
         if ban:
@@ -211,13 +217,7 @@ def main():
         f"| a blocked request against an allowed one (warden-blocked − warden) | {cost('warden-blocked', 'warden')} |",
         "",
     ]
-    text = "\n".join(lines) + "\n"
-    out = os.environ.get("OUT") or os.path.join(ROOT, "target/bench", f"profile-{started:%Y%m%d-%H%M}.md")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
-    print(text)
-    print(f"report written to {out}", file=sys.stderr)
+    write_report("\n".join(lines) + "\n", "profile", started)
     shutil.rmtree(work, ignore_errors=True)
 
 
