@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/records", get(records))
         .route("/api/v1/report/access", get(report))
+        .route("/api/v1/summaries", get(summaries))
         .route(
             "/api/v1/decisions",
             get(list_decisions).post(ban).delete(unban),
@@ -127,6 +128,15 @@ async fn records(
     let (records, next) = s.store.query_page(q).await?;
     let next_cursor = next.map(|c| c.to_string());
     Ok(Json(json!({ "records": records, "next_cursor": next_cursor })).into_response())
+}
+
+async fn summaries(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let q = crate::store::summaries::SummaryQuery::from_params(&params, s.max_query_limit)?;
+    let summaries = s.store.query_summaries(q).await?;
+    Ok(Json(json!({ "summaries": summaries })).into_response())
 }
 
 async fn report(

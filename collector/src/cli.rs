@@ -43,6 +43,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// List stored access records, newest first.
     Query(QueryArgs),
+    /// Requests the filters could not keep as records (their buffer overflowed during an
+    /// outage), counted per client, host, status class, decision and minute.
+    Summaries(SummariesArgs),
     /// Deny or throttle an address or CIDR (or every line of --file).
     Ban(BanArgs),
     /// Remove the decision on an address or CIDR.
@@ -226,6 +229,31 @@ pub struct QueryArgs {
     /// Every matching record, page after page (with --json, written as each page arrives).
     #[arg(long)]
     all: bool,
+}
+
+/// `warden summaries`
+#[derive(Debug, Args)]
+pub struct SummariesArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Only minutes since: a duration ago (15m, 24h) or an RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only minutes before: a duration ago or an RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Client address or CIDR.
+    #[arg(long)]
+    ip: Option<String>,
+    /// Host (authority), with or without port.
+    #[arg(long)]
+    host: Option<String>,
+    /// Maximum number of rows.
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `warden ban`
@@ -709,6 +737,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
     let out = match command {
         Command::Serve(_) => return Ok(()),
         Command::Query(a) => query(a).await?,
+        Command::Summaries(a) => summaries(a).await?,
         Command::Ban(a) => ban(a).await?,
         Command::Unban(a) => {
             check::<Target, _>("<target>", &a.target)?;
@@ -818,6 +847,57 @@ pub async fn run(command: Command) -> Result<(), CliError> {
     };
     print!("{out}");
     Ok(())
+}
+
+async fn summaries(a: SummariesArgs) -> Result<String, CliError> {
+    if a.limit == 0 {
+        return Err(CliError::Invalid {
+            flag: "--limit".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    let mut q: Vec<(&str, String)> = vec![("limit", a.limit.to_string())];
+    push_checked::<TimeBound, _>(&mut q, "since", a.since)?;
+    push_checked::<TimeBound, _>(&mut q, "until", a.until)?;
+    push_checked::<Target, _>(&mut q, "ip", a.ip)?;
+    if let Some(host) = a.host {
+        if host.is_empty() {
+            return Err(CliError::Invalid {
+                flag: "--host".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        q.push(("host", host));
+    }
+    let v = Client::new(&a.server)?.get("/api/v1/summaries", &q).await?;
+    Ok(list_out(
+        &v["summaries"],
+        a.json,
+        &[
+            "MINUTE",
+            "CLIENT",
+            "HOST",
+            "STATUS",
+            "VERDICT",
+            "MECHANISM",
+            "REQUESTS",
+            "BYTES IN",
+            "BYTES OUT",
+        ],
+        |s| {
+            vec![
+                str_of(&s["minute"]),
+                str_of(&s["client_address"]),
+                str_of(&s["authority"]),
+                str_of(&s["status_class"]),
+                str_of(&s["verdict"]),
+                str_of(&s["mechanism"]),
+                s["requests"].to_string(),
+                s["request_bytes"].to_string(),
+                s["response_bytes"].to_string(),
+            ]
+        },
+    ))
 }
 
 async fn query(a: QueryArgs) -> Result<String, CliError> {
@@ -1514,7 +1594,9 @@ fn filters_out(v: &Value, as_json: bool) -> String {
             "STORED",
             "REPEATED",
             "REFUSED",
+            "SUMMARIZED",
             "DROPPED",
+            "SUMMARIES",
             "GAPS",
             "LAST SEEN",
         ],
@@ -1527,14 +1609,21 @@ fn filters_out(v: &Value, as_json: bool) -> String {
                 a["stored"].to_string(),
                 a["duplicates"].to_string(),
                 a["refused"].to_string(),
-                a["reported_dropped"].to_string(),
+                a["dropped"]["summarized"].to_string(),
+                (a["dropped"]["buffer_full"].as_u64().unwrap_or(0)
+                    + a["dropped"]["batch_refused"].as_u64().unwrap_or(0))
+                .to_string(),
+                format!(
+                    "{} ({} requests)",
+                    a["summaries"]["stored"], a["summaries"]["requests"]
+                ),
                 a["gaps"].to_string(),
                 str_of(&a["last_seen"]),
             ]
         },
     );
     format!(
-        "deny-list version {}\n{list}\nrecords by filter instance since the collector started (DROPPED: reported by the filter; GAPS: sequence numbers not accounted for yet)\n{accounting}",
+        "deny-list version {}\n{list}\nrecords by filter instance since the collector started (SUMMARIZED: buffer full, counted in record summaries (`warden summaries`); DROPPED: only counted (buffer and summary table full, or a batch refused); GAPS: sequence numbers not accounted for yet)\n{accounting}",
         v["version"]
     )
 }

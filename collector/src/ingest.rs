@@ -13,13 +13,14 @@ use crate::metrics::Metrics;
 use crate::security::conn::ConnInfo;
 use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::store::Store;
-use ledger::{BatchCounts, Ledger};
+use ledger::{BatchCounts, Ledger, SummaryCounts};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use warden_proto::contract::{self, MAX_IDENTITY_BYTES};
 use warden_proto::pb::audit_service_server::AuditService;
 use warden_proto::pb::{
-    AccessRecord, ExportRequest, ExportResponse, FilterIdentity, RefusedRecord,
+    AccessRecord, DropCounts, ExportRequest, ExportResponse, FilterIdentity, RecordSummary,
+    RefusedRecord,
 };
 
 /// The times a record may carry, ms since the epoch.
@@ -61,6 +62,16 @@ pub fn validate_envelope(req: &ExportRequest, limits: &Limits) -> Result<(), Err
                 format!("is longer than {MAX_IDENTITY_BYTES} bytes"),
             ));
         }
+    }
+    if req.summaries.len() > limits.max_batch_records {
+        return Err(Error::invalid(
+            "summaries",
+            format!(
+                "{} summaries exceed the maximum of {} per batch",
+                req.summaries.len(),
+                limits.max_batch_records
+            ),
+        ));
     }
     if req.records.len() > limits.max_batch_records {
         return Err(Error::invalid(
@@ -109,6 +120,55 @@ pub fn check_record(
         ));
     }
     Ok(())
+}
+
+/// Splits a batch's record summaries into those to store (client addresses written
+/// canonically) and those refused, with their summary sequence and why. A summary's minute is
+/// checked like a record's time: not ahead of the clock beyond the skew, not past retention.
+pub fn sort_summaries(
+    summaries: Vec<RecordSummary>,
+    limits: &Limits,
+    time: TimeBounds,
+) -> (Vec<RecordSummary>, Vec<RefusedRecord>) {
+    let contract_limits = contract::Limits {
+        max_record_bytes: limits.max_record_bytes,
+        max_field_bytes: limits.max_field_bytes,
+    };
+    let mut kept = Vec::with_capacity(summaries.len());
+    let mut refused = Vec::new();
+    for (i, mut s) in summaries.into_iter().enumerate() {
+        let problem = if let Err(v) = contract::check_summary(&s, contract_limits) {
+            Some(format!("summaries[{i}].{}: {}", v.field, v.message))
+        } else if s.minute_ms > time.not_after_ms {
+            Some(format!(
+                "summaries[{i}].minute_ms: {} is ahead of the collector's clock (limits.max_clock_skew)",
+                s.minute_ms
+            ))
+        } else if time
+            .not_before_ms
+            .is_some_and(|oldest| s.minute_ms.saturating_add(60_000) < oldest)
+        {
+            Some(format!(
+                "summaries[{i}].minute_ms: {} is older than storage.retention",
+                s.minute_ms
+            ))
+        } else {
+            None
+        };
+        match problem {
+            None => {
+                if let Ok(ip) = contract::parse_ip(&s.client_address) {
+                    s.client_address = ip.to_string();
+                }
+                kept.push(s);
+            }
+            Some(reason) => refused.push(RefusedRecord {
+                sequence: s.sequence,
+                reason,
+            }),
+        }
+    }
+    (kept, refused)
 }
 
 /// Splits a batch's records into those to store (client addresses written canonically) and
@@ -214,7 +274,14 @@ impl Ingest {
                 .fetch_add(refused.len() as u64, Relaxed);
             tracing::warn!(node = %filter.node_id, worker = filter.worker, refused = refused.len(), of = n, first = %first.reason, "refused records one by one; stored the rest of the batch");
         }
-        self.note_dropped(&filter, req.dropped_total, highest);
+        let (summaries, refused_summaries) = sort_summaries(req.summaries, &self.limits, time);
+        if let Some(first) = refused_summaries.first() {
+            self.metrics
+                .summaries_rejected
+                .fetch_add(refused_summaries.len() as u64, Relaxed);
+            tracing::warn!(node = %filter.node_id, worker = filter.worker, refused = refused_summaries.len(), first = %first.reason, "refused record summaries one by one");
+        }
+        self.note_dropped(&filter, req.dropped_total, req.dropped, highest);
         let records = Arc::new(records);
         // Evaluation is queued in parallel with the commit: a ban does not wait for the fsync.
         // The acknowledgement waits for both, so an overloaded engine slows ingest down instead
@@ -224,7 +291,10 @@ impl Ingest {
                 d.submit(&filter, &records).await;
             }
         };
-        let store = self.store.write_batch(filter.clone(), Arc::clone(&records));
+        let summaries_received = summaries.len() as u64;
+        let store = self
+            .store
+            .write_export(filter.clone(), Arc::clone(&records), summaries);
         let ((), stored) = tokio::join!(evaluate, store);
         match stored {
             Ok(outcome) => {
@@ -236,9 +306,19 @@ impl Ingest {
                         duplicates: u64::from(outcome.duplicates),
                         refused: refused.len() as u64,
                         highest_sequence: highest,
+                        summaries: SummaryCounts {
+                            received: summaries_received,
+                            stored: u64::from(outcome.summaries.accepted),
+                            duplicates: u64::from(outcome.summaries.duplicates),
+                            refused: refused_summaries.len() as u64,
+                            requests: outcome.summaries.requests,
+                        },
                     },
                     crate::time::now_ms(),
                 );
+                self.metrics
+                    .summaries_stored
+                    .fetch_add(u64::from(outcome.summaries.accepted), Relaxed);
                 self.metrics
                     .records_stored
                     .fetch_add(u64::from(outcome.accepted), Relaxed);
@@ -249,6 +329,9 @@ impl Ingest {
                     accepted: outcome.accepted,
                     duplicates: outcome.duplicates,
                     refused,
+                    summaries_accepted: outcome.summaries.accepted,
+                    summaries_duplicates: outcome.summaries.duplicates,
+                    refused_summaries,
                 })
             }
             Err(e) => {
@@ -262,7 +345,13 @@ impl Ingest {
     /// first: it only grows, and it cannot exceed the highest sequence number the instance has
     /// sent (it cannot have dropped records it never numbered), so a caller cannot set the
     /// metric to anything it likes.
-    fn note_dropped(&self, f: &FilterIdentity, dropped_total: u64, highest_sequence: u64) {
+    fn note_dropped(
+        &self,
+        f: &FilterIdentity,
+        dropped_total: u64,
+        by_reason: Option<DropCounts>,
+        highest_sequence: u64,
+    ) {
         if dropped_total == 0 {
             return;
         }
@@ -270,11 +359,29 @@ impl Ingest {
             tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, highest_sequence, "ignored a dropped count larger than the records the filter numbered");
             return;
         }
+        // The reasons must add up to the total (an older filter sends only the total: all of it
+        // was its buffer being full).
+        let by_reason = by_reason
+            .filter(|d| {
+                d.summarized
+                    .checked_add(d.buffer_full)
+                    .and_then(|n| n.checked_add(d.batch_refused))
+                    == Some(dropped_total)
+            })
+            .unwrap_or(DropCounts {
+                buffer_full: dropped_total,
+                ..DropCounts::default()
+            });
         let grew = self
             .ledger
-            .report_dropped(f, dropped_total, crate::time::now_ms());
+            .report_dropped(f, dropped_total, by_reason, crate::time::now_ms());
+        let (grew, grew_by_reason) = grew;
         if grew > 0 {
             self.metrics.filter_dropped_total.fetch_add(grew, Relaxed);
+            let by_reason = &self.metrics.filter_dropped_by_reason;
+            by_reason[0].fetch_add(grew_by_reason.summarized, Relaxed);
+            by_reason[1].fetch_add(grew_by_reason.buffer_full, Relaxed);
+            by_reason[2].fetch_add(grew_by_reason.batch_refused, Relaxed);
             tracing::warn!(node = %f.node_id, worker = f.worker, dropped_total, "filter reports dropped records");
         }
     }
@@ -311,6 +418,7 @@ mod tests {
             filter: Some(filter()),
             records,
             dropped_total: 0,
+            ..Default::default()
         }
     }
 

@@ -53,6 +53,12 @@ pub struct Metrics {
     pub batches_failed: AtomicU64,
     /// Records the filters report having dropped (sum of the latest cumulative counts seen).
     pub filter_dropped_total: AtomicU64,
+    /// The same by reason: summarized, buffer full, batch refused.
+    pub filter_dropped_by_reason: [AtomicU64; 3],
+    /// Record summaries newly stored.
+    pub summaries_stored: AtomicU64,
+    /// Record summaries refused one by one.
+    pub summaries_rejected: AtomicU64,
     /// Open Subscribe streams.
     pub filters_connected: AtomicI64,
     /// Current deny-list version.
@@ -166,7 +172,7 @@ impl Metrics {
     /// Renders the Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 16] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
             (
                 "warden_records_received_total",
                 "Records in valid batches.",
@@ -206,6 +212,16 @@ impl Metrics {
                 "warden_filter_dropped_records",
                 "Records filters report having dropped.",
                 &self.filter_dropped_total,
+            ),
+            (
+                "warden_record_summaries_stored_total",
+                "Record summaries newly stored (what filters' buffers could not keep, counted).",
+                &self.summaries_stored,
+            ),
+            (
+                "warden_record_summaries_rejected_total",
+                "Record summaries refused one by one.",
+                &self.summaries_rejected,
             ),
             (
                 "warden_rules_records_evaluated_total",
@@ -259,6 +275,17 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
                 value.load(Relaxed)
             );
+        }
+        let name = "warden_filter_dropped_records_by_reason";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Records filters report not sending one by one, by reason: summarized (counted in a record summary), buffer_full (only counted), batch_refused.\n# TYPE {name} gauge"
+        );
+        for (reason, value) in ["summarized", "buffer_full", "batch_refused"]
+            .iter()
+            .zip(&self.filter_dropped_by_reason)
+        {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", value.load(Relaxed));
         }
         let _ = writeln!(
             out,

@@ -273,7 +273,7 @@ impl RecordFilter {
 }
 
 /// Whether `authority` is `host` or `host:<port>`, ignoring ASCII case (`host` lower-case).
-fn host_matches(authority: &str, host: &str) -> bool {
+pub(crate) fn host_matches(authority: &str, host: &str) -> bool {
     let Some(head) = authority.get(..host.len()) else {
         return false;
     };

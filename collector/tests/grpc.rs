@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use warden_collector::config::{Config, Synchronous};
 use warden_proto::pb::audit_service_client::AuditServiceClient;
-use warden_proto::pb::{AccessRecord, Action, ExportRequest, deny_list_update::Update};
+use warden_proto::pb::{
+    AccessRecord, Action, DropCounts, ExportRequest, Mechanism, RecordSummary, Verdict,
+    deny_list_update::Update,
+};
 
 /// A collector with test defaults (no fsync, fast expiry), adjusted by `edit`.
 async fn start(edit: impl FnOnce(&mut Config)) -> Collector {
@@ -62,6 +65,7 @@ fn batch(records: Vec<AccessRecord>) -> ExportRequest {
         filter: Some(identity(0)),
         records,
         dropped_total: 0,
+        ..Default::default()
     }
 }
 
@@ -206,6 +210,109 @@ async fn every_record_of_a_filter_is_accounted_for() {
             .await
             .lines()
             .any(|l| l == "warden_filter_sequence_gaps 1")
+    );
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn record_summaries_are_stored_once_refused_one_by_one_and_added_up_per_key() {
+    let mut c = start(|_| {}).await;
+    let mut client = audit_client(&c).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let minute = now - now.rem_euclid(60_000);
+    let summary = |sequence: u64, client: &str, requests: u64| RecordSummary {
+        sequence,
+        minute_ms: minute,
+        client_address: client.into(),
+        authority: "shop.example.com".into(),
+        status_class: 2,
+        verdict: Verdict::Allow as i32,
+        mechanism: Mechanism::None as i32,
+        requests,
+        request_bytes: 100 * requests,
+        response_bytes: 1000 * requests,
+    };
+    // 1..=40 numbered: 10 records sent, 30 folded into summaries (two of them for the same
+    // client and minute, from different summary batches), none only counted.
+    let mut req = batch((31..=40).map(record).collect());
+    req.dropped_total = 30;
+    req.dropped = Some(DropCounts {
+        summarized: 30,
+        ..Default::default()
+    });
+    client.export(req).await.unwrap();
+    let summaries = ExportRequest {
+        filter: Some(identity(0)),
+        summaries: vec![
+            summary(1, "::ffff:198.51.100.9", 20),
+            summary(2, "198.51.100.10", 4),
+            RecordSummary {
+                minute_ms: minute + 1,
+                ..summary(3, "198.51.100.11", 1)
+            },
+        ],
+        dropped_total: 30,
+        ..Default::default()
+    };
+    let resp = client.export(summaries.clone()).await.unwrap().into_inner();
+    assert_eq!((resp.summaries_accepted, resp.summaries_duplicates), (2, 0));
+    assert_eq!(resp.refused_summaries.len(), 1, "{resp:?}");
+    assert!(
+        resp.refused_summaries[0]
+            .reason
+            .starts_with("summaries[2].minute_ms"),
+        "{resp:?}"
+    );
+    // The retry of the same summary batch stores nothing twice.
+    let again = client.export(summaries).await.unwrap().into_inner();
+    assert_eq!(
+        (again.summaries_accepted, again.summaries_duplicates),
+        (0, 2)
+    );
+    let later = ExportRequest {
+        filter: Some(identity(0)),
+        summaries: vec![summary(4, "198.51.100.9", 6)],
+        ..Default::default()
+    };
+    client.export(later).await.unwrap();
+
+    let (status, body) = c.get("/api/v1/summaries?ip=198.51.100.9").await;
+    assert_eq!(status, 200, "{body}");
+    let rows = body["summaries"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{body}");
+    let row = &rows[0];
+    assert_eq!(row["client_address"], "198.51.100.9", "stored canonically");
+    assert_eq!(row["requests"], 26, "two summaries of the same key add up");
+    assert_eq!(row["request_bytes"], 2600);
+    assert_eq!(
+        (&row["status_class"], &row["verdict"], &row["mechanism"]),
+        (&json!("2xx"), &json!("allow"), &json!("none"))
+    );
+    let (_, all) = c.get("/api/v1/summaries?host=shop.example.com").await;
+    assert_eq!(all["summaries"].as_array().unwrap().len(), 2, "{all}");
+    let (status, body) = c.get("/api/v1/summaries?path_prefix=/x").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("path_prefix"), "{body}");
+
+    let (_, filters) = c.get("/api/v1/filters").await;
+    let row = &filters["accounting"][0];
+    assert_eq!(row["dropped"]["summarized"], 30, "{row}");
+    assert_eq!(row["summaries"]["stored"], 3, "{row}");
+    assert_eq!(row["summaries"]["duplicates"], 2, "{row}");
+    assert_eq!(row["summaries"]["refused"], 2, "{row}");
+    assert_eq!(row["summaries"]["requests"], 30, "{row}");
+    assert_eq!(row["gaps"], 0, "1..=30 summarized, 31..=40 stored: {row}");
+    let metrics = c.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "warden_filter_dropped_records_by_reason{reason=\"summarized\"} 30"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "warden_record_summaries_stored_total 3")
     );
     c.stop().await;
 }

@@ -54,6 +54,7 @@ async fn export(c: &Collector, records: Vec<AccessRecord>) {
             filter: Some(identity(0)),
             records,
             dropped_total: 0,
+            ..Default::default()
         })
         .await
         .unwrap();

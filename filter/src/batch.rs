@@ -2,11 +2,12 @@
 //! batch; seals a batch when it holds `max_records` records or `max_batch_bytes` bytes, or when
 //! its flush interval elapsed; keeps up to `max_in_flight` `Export` calls outstanding; puts a
 //! failed batch back at the front with backoff; bounds everything it holds in records and
-//! bytes, dropping (and counting) the oldest batches beyond the bounds.
+//! bytes, folding the oldest batches beyond the bounds into [`summary`](crate::summary) counts
+//! (and counting what even those cannot hold).
 //!
 //! A batch's bytes are the `ExportRequest` itself: the filter identity (encoded once), then the
-//! records as they were encoded when their requests completed, then `dropped_total`, rewritten
-//! at each dispatch. Dispatch and retry send those bytes as they are: nothing is re-encoded or
+//! records as they were encoded when their requests completed (or, for a summary batch, the
+//! summaries), then `dropped_total` and `dropped`, rewritten at each dispatch. Dispatch and retry send those bytes as they are: nothing is re-encoded or
 //! copied, and a retried batch carries exactly the same records and sequence numbers.
 //!
 //! The batch size follows the request rate: at a low rate the flush interval cuts small batches;
@@ -25,10 +26,11 @@ use std::collections::VecDeque;
 
 use prost::Message;
 use prost::encoding::encode_varint;
-use warden_proto::pb::{AccessRecord, FilterIdentity};
+use warden_proto::pb::{AccessRecord, DropCounts, FilterIdentity};
 
 use crate::config::BatchConfig;
 use crate::identity::DecisionView;
+use crate::summary::{Folded, SummaryTable};
 use warden_proto::pb::{DenyKind, Mechanism, Verdict};
 
 /// Exponential backoff with a cap; `delay_ms` is 0 while healthy.
@@ -94,9 +96,12 @@ pub fn is_urgent(config: &BatchConfig, status: u32, decision: &DecisionView<'_>)
 #[derive(Debug)]
 pub struct Batch {
     bytes: Vec<u8>,
-    /// End of the records; `dropped_total` follows.
+    /// End of the records (or summaries); `dropped_total` follows.
     records_end: usize,
     records: usize,
+    /// Summaries (a summary batch holds no record) and the requests they count.
+    summaries: usize,
+    summarized_requests: u64,
     urgent: usize,
     /// Records that are shed last when the buffer overflows (auth failures, Warden's blocks).
     protected: usize,
@@ -128,12 +133,21 @@ impl Batch {
         )
     }
 
-    /// Sets `dropped_total` (field 3) after the records.
-    fn stamp(&mut self, dropped_total: u64) {
+    /// Summaries in the batch.
+    pub fn summaries(&self) -> usize {
+        self.summaries
+    }
+
+    /// Sets `dropped_total` (field 3) and `dropped` (field 4) after the records.
+    fn stamp(&mut self, dropped: &DropCounts) {
         self.bytes.truncate(self.records_end);
-        if dropped_total > 0 {
+        let total = dropped.summarized + dropped.buffer_full + dropped.batch_refused;
+        if total > 0 {
             encode_varint(3 << 3, &mut self.bytes);
-            encode_varint(dropped_total, &mut self.bytes);
+            encode_varint(total, &mut self.bytes);
+            encode_varint(4 << 3 | 2, &mut self.bytes);
+            encode_varint(dropped.encoded_len() as u64, &mut self.bytes);
+            dropped.encode_raw(&mut self.bytes);
         }
     }
 }
@@ -145,7 +159,9 @@ pub struct Outcome {
     pub sent: u64,
     /// Records of a failed batch (they are retried).
     pub failed: u64,
-    /// Records dropped because the buffer was full.
+    /// Records folded into summaries because the buffer was full.
+    pub summarized: u64,
+    /// Records dropped because the buffer was full and so was the summary table.
     pub dropped: u64,
     /// Records of a batch the collector refused as invalid (dropped, not retried).
     pub rejected: u64,
@@ -154,7 +170,9 @@ pub struct Outcome {
 /// What appending a record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Appended {
-    /// Records dropped to make room.
+    /// Records folded into summaries to make room.
+    pub summarized: u64,
+    /// Records dropped to make room (the summary table was full too).
     pub dropped: u64,
     /// A batch is ready to leave now (sealed full, or urgent with no urgent call in flight):
     /// wake the root context rather than wait for its tick.
@@ -188,7 +206,11 @@ pub struct Shipper {
     next_sequence: u64,
     records: usize,
     bytes: usize,
-    dropped_total: u64,
+    dropped: DropCounts,
+    summaries: SummaryTable,
+    /// The summary batch cut and not yet acknowledged (at most one: with the table, this bounds
+    /// the summaries held to twice `max_summaries`).
+    summary_batch: Option<Batch>,
     backoff: Backoff,
 }
 
@@ -210,7 +232,9 @@ impl Shipper {
             next_sequence: 1,
             records: 0,
             bytes: 0,
-            dropped_total: 0,
+            dropped: DropCounts::default(),
+            summaries: SummaryTable::new(config.max_summaries),
+            summary_batch: None,
             backoff: Backoff::new(config.retry_initial_ms, config.retry_max_ms),
         }
     }
@@ -219,6 +243,7 @@ impl Shipper {
     pub fn reconfigure(&mut self, config: &BatchConfig, max_record_bytes: usize) {
         self.config = config.clone();
         self.max_record_bytes = max_record_bytes;
+        self.summaries.set_max_keys(config.max_summaries);
         self.backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
     }
 
@@ -249,6 +274,8 @@ impl Shipper {
                     records_end: bytes.len(),
                     bytes,
                     records: 0,
+                    summaries: 0,
+                    summarized_requests: 0,
                     urgent: 0,
                     protected: 0,
                     first_sequence: sequence,
@@ -270,9 +297,10 @@ impl Shipper {
         if full {
             self.seal();
         }
-        let dropped = self.enforce_bounds();
+        let shed = self.enforce_bounds();
         Appended {
-            dropped,
+            summarized: shed.summarized,
+            dropped: shed.lost,
             send_now: (full || urgent_due) && self.in_flight.len() < self.config.max_in_flight,
         }
     }
@@ -297,13 +325,13 @@ impl Shipper {
         self.bytes -= batch.records_end;
     }
 
-    /// Drops waiting batches until both bounds hold: first the oldest holding only plain access
-    /// records, then the open one if it holds only those, and only then batches holding auth
-    /// failures or Warden's blocks, oldest first (the evidence detection and auditors need
-    /// most). Batches in flight are never dropped; their number and size are bounded by the
-    /// configuration.
-    fn enforce_bounds(&mut self) -> u64 {
-        let mut dropped = 0;
+    /// Sheds waiting batches until both bounds hold, folding their records into summaries:
+    /// first the oldest holding only plain access records, then the open one if it holds only
+    /// those, and only then batches holding auth failures or Warden's blocks, oldest first (the
+    /// evidence detection and auditors need most). Batches in flight are never shed; their
+    /// number and size are bounded by the configuration.
+    fn enforce_bounds(&mut self) -> Folded {
+        let mut shed = Folded::default();
         while self.records > self.config.max_pending_records
             || self.bytes > self.config.max_pending_bytes
         {
@@ -317,11 +345,39 @@ impl Shipper {
                 break;
             };
             self.forget(&old);
-            dropped += old.records as u64;
+            let folded = self
+                .summaries
+                .fold(&old.bytes[..old.records_end], old.records);
+            shed.summarized += folded.summarized;
+            shed.lost += folded.lost;
             self.recycle(old);
         }
-        self.dropped_total += dropped;
-        dropped
+        self.dropped.summarized += shed.summarized;
+        self.dropped.buffer_full += shed.lost;
+        shed
+    }
+
+    /// Cuts the next summary batch when none is waiting or in flight.
+    fn cut_summaries(&mut self) {
+        let in_flight = self.in_flight.iter().any(|(_, b)| b.summaries > 0);
+        if self.summary_batch.is_some() || in_flight || self.summaries.is_empty() {
+            return;
+        }
+        let mut bytes = self.spare.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(&self.identity);
+        let (summaries, requests) = self.summaries.cut(&mut bytes, self.config.max_batch_bytes);
+        self.summary_batch = Some(Batch {
+            records_end: bytes.len(),
+            bytes,
+            records: 0,
+            summaries,
+            summarized_requests: requests,
+            urgent: 0,
+            protected: 0,
+            first_sequence: 0,
+            opened_ms: 0,
+        });
     }
 
     fn recycle(&mut self, batch: Batch) {
@@ -336,6 +392,11 @@ impl Shipper {
         if self.in_flight.len() >= self.config.max_in_flight || !self.backoff.ready(now_ms) {
             return None;
         }
+        self.cut_summaries();
+        if let Some(mut batch) = self.summary_batch.take() {
+            batch.stamp(&self.dropped);
+            return Some(batch);
+        }
         if self.queued.is_empty() {
             let open = self.open.as_ref()?;
             let due = now_ms.saturating_sub(open.opened_ms) >= self.config.flush_interval_ms;
@@ -346,7 +407,7 @@ impl Shipper {
             self.seal();
         }
         let mut batch = self.queued.pop_front()?;
-        batch.stamp(self.dropped_total);
+        batch.stamp(&self.dropped);
         Some(batch)
     }
 
@@ -369,7 +430,9 @@ impl Shipper {
             return self.requeue(batch, now_ms);
         }
         self.backoff.succeed();
-        self.forget(&batch);
+        if batch.summaries == 0 {
+            self.forget(&batch);
+        }
         let sent = batch.records as u64;
         self.recycle(batch);
         Outcome {
@@ -386,8 +449,15 @@ impl Shipper {
             return Outcome::default();
         };
         self.backoff.succeed();
-        self.forget(&batch);
-        let rejected = batch.records as u64;
+        let rejected = if batch.summaries > 0 {
+            // The requests these summaries count stay counted as summarized: only the
+            // collector's log and this counter say the summaries themselves were refused.
+            batch.summarized_requests
+        } else {
+            self.forget(&batch);
+            self.dropped.batch_refused += batch.records as u64;
+            batch.records as u64
+        };
         self.recycle(batch);
         Outcome {
             rejected,
@@ -399,18 +469,34 @@ impl Shipper {
     /// unchanged, and the shipper backs off.
     pub fn requeue(&mut self, batch: Batch, now_ms: u64) -> Outcome {
         self.backoff.fail(now_ms);
+        if batch.summaries > 0 {
+            self.summary_batch = Some(batch);
+            return Outcome::default();
+        }
         let failed = batch.records as u64;
         self.queued.push_front(batch);
+        let shed = self.enforce_bounds();
         Outcome {
             failed,
-            dropped: self.enforce_bounds(),
+            summarized: shed.summarized,
+            dropped: shed.lost,
             ..Outcome::default()
         }
     }
 
-    /// Records dropped so far (cumulative, sent in each batch).
+    /// Records not sent one by one so far (cumulative, sent in each batch).
     pub fn dropped_total(&self) -> u64 {
-        self.dropped_total
+        self.dropped.summarized + self.dropped.buffer_full + self.dropped.batch_refused
+    }
+
+    /// The same, by reason.
+    pub fn dropped(&self) -> &DropCounts {
+        &self.dropped
+    }
+
+    /// Summaries waiting in the table (not yet cut into a batch).
+    pub fn summaries_held(&self) -> usize {
+        self.summaries.len()
     }
 
     /// Records held (waiting or in flight).
@@ -448,6 +534,8 @@ mod tests {
             flush_interval_ms: 1000,
             max_pending_records: 5,
             max_pending_bytes: 1 << 20,
+            // Shedding drops whole unless a test asks for summaries.
+            max_summaries: 0,
             max_in_flight: 2,
             retry_initial_ms: 100,
             retry_max_ms: 400,
@@ -722,6 +810,80 @@ mod tests {
         }
         let req = ExportRequest::decode(s.next_batch(0).unwrap().body()).unwrap();
         assert_eq!(req.records[0].sequence, 1);
+    }
+
+    #[test]
+    fn shed_records_leave_as_summaries_retried_as_the_same_bytes_and_counted_by_reason() {
+        let c = BatchConfig {
+            max_summaries: 2,
+            max_in_flight: 1,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        let mut summarized = 0;
+        // Three clients' records; the bound of five sheds 1..=3 and 4..=6 (max_records 3).
+        for i in 0..9u64 {
+            let client = format!("10.0.0.{}", i % 3);
+            summarized += s
+                .append(0, Priority::Plain, |sequence, out| {
+                    let r = AccessRecord {
+                        sequence,
+                        time_ms: 1_700_000_040_000,
+                        client_address: client,
+                        authority: "a.example".into(),
+                        status: 200,
+                        ..Default::default()
+                    };
+                    encode_varint(2 << 3 | 2, out);
+                    encode_varint(r.encoded_len() as u64, out);
+                    r.encode_raw(out);
+                })
+                .summarized;
+        }
+        // Six shed, two keys (the bound) hold four of them, two are only counted.
+        assert_eq!(summarized, 4);
+        assert_eq!(s.dropped().summarized, 4);
+        assert_eq!(s.dropped().buffer_full, 2);
+        assert_eq!(s.dropped_total(), 6);
+        let first = s.next_batch(0).unwrap();
+        assert_eq!((first.len(), first.summaries()), (0, 2), "summaries first");
+        let req = ExportRequest::decode(first.body()).unwrap();
+        assert!(req.records.is_empty());
+        assert_eq!(req.summaries.iter().map(|x| x.requests).sum::<u64>(), 4);
+        assert_eq!(
+            req.summaries.iter().map(|x| x.sequence).collect::<Vec<_>>(),
+            [1, 2]
+        );
+        let dropped = req.dropped.unwrap();
+        assert_eq!((dropped.summarized, dropped.buffer_full), (4, 2));
+        assert_eq!(req.dropped_total, 6);
+        let bytes = first.body().to_vec();
+        s.dispatched(1, first);
+        // The collector is down: the summary batch comes back, whole, never shed.
+        assert_eq!(s.completed(1, false, 0), Outcome::default());
+        for i in 0..20 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let again = s.next_batch(10_000).unwrap();
+        assert_eq!(again.summaries(), 2);
+        // The same summaries, up to the drop counts stamped after them (which grew).
+        let summaries_end = bytes.len() - req.dropped.map_or(0, |d| 2 + d.encoded_len()) - 2;
+        assert_eq!(&again.body()[..summaries_end], &bytes[..summaries_end]);
+        let again_req = ExportRequest::decode(again.body()).unwrap();
+        assert_eq!(
+            again_req.summaries, req.summaries,
+            "same summaries, same numbers"
+        );
+        s.dispatched(2, again);
+        assert_eq!(s.completed(2, true, 10_000).sent, 0);
+        // The next cut continues the numbering.
+        let next = s.next_batch(10_000).unwrap();
+        let next_req = ExportRequest::decode(next.body()).unwrap();
+        assert!(
+            next_req.summaries.iter().all(|x| x.sequence > 2),
+            "{next_req:?}"
+        );
+        assert!(s.pending_len() <= c.max_pending_records);
     }
 
     #[test]

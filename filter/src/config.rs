@@ -88,10 +88,13 @@ pub struct BatchConfig {
     pub max_batch_bytes: usize,
     /// A non-empty batch is sent at least this often.
     pub flush_interval_ms: u64,
-    /// Pending buffer bound in records; the oldest are dropped beyond it.
+    /// Pending buffer bound in records; beyond it the oldest are folded into summaries.
     pub max_pending_records: usize,
-    /// Pending buffer bound in encoded bytes; the oldest are dropped beyond it.
+    /// Pending buffer bound in encoded bytes; beyond it the oldest are folded into summaries.
     pub max_pending_bytes: usize,
+    /// Summaries (client address, host, status class, decision, minute) held for records the
+    /// buffer could not keep; what does not fit even there is only counted. 0: none are kept.
+    pub max_summaries: usize,
     /// Export calls outstanding at once.
     pub max_in_flight: usize,
     /// First retry delay after a failed batch.
@@ -111,6 +114,7 @@ impl Default for BatchConfig {
             flush_interval_ms: 1000,
             max_pending_records: 10_000,
             max_pending_bytes: 8 * 1024 * 1024,
+            max_summaries: 4096,
             max_in_flight: 4,
             retry_initial_ms: 200,
             retry_max_ms: 10_000,
@@ -354,6 +358,7 @@ impl Config {
             1024,
             1 << 30,
         )?;
+        range("batch.max_summaries", b.max_summaries, 0, 100_000)?;
         range("batch.max_in_flight", b.max_in_flight, 1, 64)?;
         range("batch.retry_initial_ms", b.retry_initial_ms, 1, 600_000)?;
         range(

@@ -23,6 +23,7 @@ pub mod record;
 pub mod request;
 pub mod response_flags;
 pub mod subscribe;
+pub mod summary;
 pub mod vm;
 
 #[cfg(target_arch = "wasm32")]

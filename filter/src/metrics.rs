@@ -13,7 +13,9 @@ pub enum Counter {
     RecordsSent,
     /// Records in failed batches (each retry counts again).
     RecordsFailed,
-    /// Records dropped because the buffer was full.
+    /// Records folded into summaries because the buffer was full.
+    RecordsSummarized,
+    /// Records dropped because the buffer was full and so was the summary table.
     RecordsDropped,
     /// Records of batches the collector refused as invalid (dropped, not retried).
     RecordsRejected,
@@ -31,9 +33,10 @@ pub enum Counter {
     DenylistReconnects,
 }
 
-const COUNTERS: [(Counter, &str); 10] = [
+const COUNTERS: [(Counter, &str); COUNTER_COUNT] = [
     (Counter::RecordsSent, "warden.records_sent"),
     (Counter::RecordsFailed, "warden.records_failed"),
+    (Counter::RecordsSummarized, "warden.records_summarized"),
     (Counter::RecordsDropped, "warden.records_dropped"),
     (Counter::RecordsRejected, "warden.records_rejected"),
     (Counter::BatchesSent, "warden.batches_sent"),
@@ -61,12 +64,14 @@ const GAUGES: [(Gauge, &str); 2] = [
     (Gauge::DenylistVersion, "warden.denylist_version"),
 ];
 
+const COUNTER_COUNT: usize = 11;
+
 /// Metric ids and the counts not yet added to Envoy's counters.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    counter_ids: [Option<u32>; 10],
+    counter_ids: [Option<u32>; COUNTER_COUNT],
     gauge_ids: [Option<u32>; 2],
-    pending: [u64; 10],
+    pending: [u64; COUNTER_COUNT],
 }
 
 impl Metrics {

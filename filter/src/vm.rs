@@ -654,6 +654,16 @@ fn refused_records(host: &impl Host, message: &[u8]) -> u64 {
             ),
         );
     }
+    if let Some(first) = answer.refused_summaries.first() {
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "the collector refused {} record summar(ies), first: {}",
+                answer.refused_summaries.len(),
+                first.reason
+            ),
+        );
+    }
     answer.refused.len() as u64
 }
 
@@ -662,11 +672,13 @@ fn count_outcome(metrics: &mut Metrics, outcome: Outcome) {
     metrics.add(Counter::BatchesSent, u64::from(outcome.sent > 0));
     metrics.add(Counter::RecordsFailed, outcome.failed);
     metrics.add(Counter::BatchesFailed, u64::from(outcome.failed > 0));
+    metrics.add(Counter::RecordsSummarized, outcome.summarized);
     metrics.add(Counter::RecordsDropped, outcome.dropped);
     metrics.add(Counter::RecordsRejected, outcome.rejected);
 }
 
 fn after_append(host: &impl Host, metrics: &mut Metrics, wake: &mut Wake, appended: Appended) {
+    metrics.add(Counter::RecordsSummarized, appended.summarized);
     metrics.add(Counter::RecordsDropped, appended.dropped);
     if appended.send_now
         && !wake.pending

@@ -5,7 +5,7 @@
 //!
 //! Plain `core` code: it builds for wasm32 inside the filter and on the host for the collector.
 
-use crate::pb::AccessRecord;
+use crate::pb::{AccessRecord, RecordSummary};
 use core::net::IpAddr;
 use std::borrow::Cow;
 
@@ -203,6 +203,60 @@ pub fn check_record(r: &AccessRecord, limits: Limits) -> Result<(), Violation> {
     Ok(())
 }
 
+/// Highest status class a summary carries (status / 100 of [`MAX_STATUS`]).
+pub const MAX_STATUS_CLASS: u32 = MAX_STATUS / 100;
+
+/// Start of the minute `time_ms` falls in: the time a summary counts requests by.
+pub fn minute_of(time_ms: i64) -> i64 {
+    time_ms - time_ms.rem_euclid(60_000)
+}
+
+/// Checks one record summary against the contract (time, as for records, is the receiver's to
+/// judge).
+pub fn check_summary(s: &RecordSummary, limits: Limits) -> Result<(), Violation> {
+    if s.sequence == 0 {
+        return Err(violation("sequence", "must be greater than 0"));
+    }
+    if s.minute_ms <= 0 || minute_of(s.minute_ms) != s.minute_ms {
+        return Err(violation(
+            "minute_ms",
+            format!(
+                "{} is not the start of a minute (ms since the epoch)",
+                s.minute_ms
+            ),
+        ));
+    }
+    if !s.client_address.is_empty() {
+        parse_ip(&s.client_address).map_err(|e| violation("client_address", e))?;
+    }
+    if s.authority.len() > limits.max_field_bytes {
+        return Err(violation(
+            "authority",
+            format!(
+                "{} bytes exceed the maximum of {} bytes",
+                s.authority.len(),
+                limits.max_field_bytes
+            ),
+        ));
+    }
+    if s.status_class > MAX_STATUS_CLASS {
+        return Err(violation(
+            "status_class",
+            format!(
+                "{} is not a status class (0 to {MAX_STATUS_CLASS})",
+                s.status_class
+            ),
+        ));
+    }
+    if s.requests == 0 {
+        return Err(violation(
+            "requests",
+            "a summary counts at least one request",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +270,64 @@ mod tests {
             status: 200,
             ..AccessRecord::default()
         }
+    }
+
+    #[test]
+    fn summaries_are_checked_field_by_field() {
+        let good = RecordSummary {
+            sequence: 1,
+            minute_ms: 1_700_000_040_000,
+            client_address: "203.0.113.7".into(),
+            authority: "shop.example".into(),
+            status_class: 2,
+            requests: 3,
+            ..RecordSummary::default()
+        };
+        assert_eq!(check_summary(&good, Limits::default()), Ok(()));
+        let field = |s: RecordSummary| check_summary(&s, Limits::default()).unwrap_err().field;
+        assert_eq!(
+            field(RecordSummary {
+                sequence: 0,
+                ..good.clone()
+            }),
+            "sequence"
+        );
+        assert_eq!(
+            field(RecordSummary {
+                minute_ms: good.minute_ms + 1,
+                ..good.clone()
+            }),
+            "minute_ms"
+        );
+        assert_eq!(
+            field(RecordSummary {
+                client_address: "fe80::1%eth0".into(),
+                ..good.clone()
+            }),
+            "client_address"
+        );
+        assert_eq!(
+            field(RecordSummary {
+                status_class: 10,
+                ..good.clone()
+            }),
+            "status_class"
+        );
+        assert_eq!(
+            field(RecordSummary {
+                requests: 0,
+                ..good.clone()
+            }),
+            "requests"
+        );
+        assert_eq!(
+            field(RecordSummary {
+                authority: "a".repeat(MAX_FIELD_BYTES + 1),
+                ..good
+            }),
+            "authority"
+        );
+        assert_eq!(minute_of(1_700_000_059_999), 1_700_000_040_000);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn batch(worker: u32, first_seq: u64, n: u64, now: i64) -> ExportRequest {
         }),
         records,
         dropped_total: 0,
+        ..Default::default()
     }
 }
 

@@ -603,6 +603,7 @@ fn batch(
         }),
         records,
         dropped_total: dropped,
+        ..Default::default()
     }
 }
 

@@ -24,6 +24,7 @@ fn export_request(records: Vec<AccessRecord>) -> tonic::Request<ExportRequest> {
         }),
         records,
         dropped_total: 0,
+        ..Default::default()
     })
 }
 

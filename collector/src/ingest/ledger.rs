@@ -9,7 +9,7 @@
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use warden_proto::pb::FilterIdentity;
+use warden_proto::pb::{DropCounts, FilterIdentity};
 
 /// Identities accounted at most.
 pub const MAX_IDENTITIES: usize = 100_000;
@@ -23,8 +23,36 @@ struct Entry {
     duplicates: u64,
     refused: u64,
     reported_dropped: u64,
+    dropped: DropCounts,
+    summaries: SummaryCounts,
     highest_sequence: u64,
     last_seen_ms: i64,
+}
+
+/// Records a filter reports not sending one by one, by reason (its latest cumulative counts).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct DroppedByReason {
+    /// Folded into record summaries (detail lost, the requests counted).
+    pub summarized: u64,
+    /// The buffer and the summary table were full: only counted.
+    pub buffer_full: u64,
+    /// In batches the collector refused as a whole.
+    pub batch_refused: u64,
+}
+
+/// Record summaries received from a filter.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct SummaryCounts {
+    /// Summaries received (retries included).
+    pub received: u64,
+    /// Newly stored.
+    pub stored: u64,
+    /// Received again and not stored twice.
+    pub duplicates: u64,
+    /// Refused one by one.
+    pub refused: u64,
+    /// Requests the stored summaries count.
+    pub requests: u64,
 }
 
 /// One identity's accounting.
@@ -44,8 +72,12 @@ pub struct LedgerRow {
     pub duplicates: u64,
     /// Records refused one by one (they broke the record contract or carried an impossible time).
     pub refused: u64,
-    /// Records the filter reports having dropped (its buffer was full).
+    /// Records the filter reports not sending one by one (all reasons).
     pub reported_dropped: u64,
+    /// The same, by reason.
+    pub dropped: DroppedByReason,
+    /// Record summaries received.
+    pub summaries: SummaryCounts,
     /// Highest sequence number seen.
     pub highest_sequence: u64,
     /// Sequence numbers up to the highest neither stored, refused nor reported dropped: records
@@ -73,6 +105,8 @@ pub struct BatchCounts {
     pub refused: u64,
     /// Highest sequence in the batch.
     pub highest_sequence: u64,
+    /// The batch's record summaries.
+    pub summaries: SummaryCounts,
 }
 
 impl Entry {
@@ -108,18 +142,41 @@ impl Ledger {
             e.stored += counts.stored;
             e.duplicates += counts.duplicates;
             e.refused += counts.refused;
+            e.summaries.received += counts.summaries.received;
+            e.summaries.stored += counts.summaries.stored;
+            e.summaries.duplicates += counts.summaries.duplicates;
+            e.summaries.refused += counts.summaries.refused;
+            e.summaries.requests += counts.summaries.requests;
             e.highest_sequence = e.highest_sequence.max(counts.highest_sequence);
         });
     }
 
-    /// Takes a filter's reported drop total (it only grows); returns by how much it grew, for
-    /// `/metrics`.
-    pub fn report_dropped(&self, f: &FilterIdentity, dropped_total: u64, now_ms: i64) -> u64 {
-        let mut grew = 0;
+    /// Takes a filter's reported drop total and its split by reason (they only grow; an older
+    /// report arriving late changes nothing); returns by how much each grew, for `/metrics`.
+    pub fn report_dropped(
+        &self,
+        f: &FilterIdentity,
+        dropped_total: u64,
+        by_reason: DropCounts,
+        now_ms: i64,
+    ) -> (u64, DropCounts) {
+        let mut grew = (0, DropCounts::default());
         self.with_entry(f, now_ms, |e| {
             if dropped_total > e.reported_dropped {
-                grew = dropped_total - e.reported_dropped;
+                grew.0 = dropped_total - e.reported_dropped;
                 e.reported_dropped = dropped_total;
+                grew.1 = DropCounts {
+                    summarized: by_reason.summarized.saturating_sub(e.dropped.summarized),
+                    buffer_full: by_reason.buffer_full.saturating_sub(e.dropped.buffer_full),
+                    batch_refused: by_reason
+                        .batch_refused
+                        .saturating_sub(e.dropped.batch_refused),
+                };
+                e.dropped = DropCounts {
+                    summarized: e.dropped.summarized.max(by_reason.summarized),
+                    buffer_full: e.dropped.buffer_full.max(by_reason.buffer_full),
+                    batch_refused: e.dropped.batch_refused.max(by_reason.batch_refused),
+                };
             }
         });
         grew
@@ -144,6 +201,12 @@ impl Ledger {
                         duplicates: e.duplicates,
                         refused: e.refused,
                         reported_dropped: e.reported_dropped,
+                        dropped: DroppedByReason {
+                            summarized: e.dropped.summarized,
+                            buffer_full: e.dropped.buffer_full,
+                            batch_refused: e.dropped.batch_refused,
+                        },
+                        summaries: e.summaries,
                         highest_sequence: e.highest_sequence,
                         gaps: e.gaps(),
                         last_seen: crate::time::rfc3339(e.last_seen_ms),
@@ -216,8 +279,25 @@ mod tests {
         );
         assert_eq!(l.rows()[0].gaps, 5);
         // The filter reports it dropped three of them: two are still unexplained.
-        assert_eq!(l.report_dropped(&f, 3, 4), 3);
-        assert_eq!(l.report_dropped(&f, 3, 5), 0, "a total, not an increment");
+        let reasons = DropCounts {
+            summarized: 2,
+            buffer_full: 1,
+            batch_refused: 0,
+        };
+        assert_eq!(l.report_dropped(&f, 3, reasons, 4).0, 3);
+        assert_eq!(
+            l.report_dropped(&f, 3, reasons, 5).0,
+            0,
+            "a total, not an increment"
+        );
+        assert_eq!(
+            l.rows()[0].dropped,
+            DroppedByReason {
+                summarized: 2,
+                buffer_full: 1,
+                batch_refused: 0
+            }
+        );
         let row = &l.rows()[0];
         assert_eq!(
             (

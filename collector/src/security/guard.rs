@@ -77,6 +77,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/healthz", "health", O, false),
     ep("GET", "/metrics", "metrics", M, false),
     ep("GET", "/api/v1/records", "records.query", VIEWER, true),
+    ep("GET", "/api/v1/summaries", "summaries.query", VIEWER, true),
     ep(
         "GET",
         "/api/v1/report/access",

@@ -10,6 +10,7 @@ pub mod block;
 mod legacy;
 pub mod scan;
 pub mod sequences;
+pub mod summaries;
 
 use crate::config::Synchronous;
 use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
@@ -25,8 +26,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use summaries::{StoredSummary, SummaryOutcome, SummaryQuery};
 use tokio::sync::{mpsc, oneshot};
-use warden_proto::pb::{AccessRecord, FilterIdentity};
+use warden_proto::pb::{AccessRecord, FilterIdentity, RecordSummary};
 
 /// The record store's database inside the data directory (see [`crate::db`] for why it is not
 /// `warden.db`).
@@ -110,12 +112,15 @@ pub struct BatchOutcome {
     pub accepted: u32,
     /// Records already present (same filter identity and sequence).
     pub duplicates: u32,
+    /// What became of the batch's record summaries.
+    pub summaries: SummaryOutcome,
 }
 
 enum Job {
     Batch {
         filter: FilterIdentity,
         records: Arc<Vec<AccessRecord>>,
+        summaries: Vec<RecordSummary>,
         reply: oneshot::Sender<Result<BatchOutcome, Error>>,
     },
     Prune {
@@ -157,6 +162,7 @@ impl Store {
         let path = data_dir.join(RECORDS_DB_FILE);
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(summaries::SCHEMA)?;
         conn.execute_batch(crate::trail::BLOCK_CHAIN_SCHEMA)?;
         let mut writer_state = Writer::load(conn, max_group_records)?;
         writer_state.migrate_legacy(&data_dir.join(MAIN_DB_FILE))?;
@@ -185,13 +191,31 @@ impl Store {
         filter: FilterIdentity,
         records: impl Into<Arc<Vec<AccessRecord>>>,
     ) -> Result<BatchOutcome, Error> {
+        self.write_export(filter, records, Vec::new()).await
+    }
+
+    /// Stores a validated batch with its record summaries, in one transaction.
+    pub async fn write_export(
+        &self,
+        filter: FilterIdentity,
+        records: impl Into<Arc<Vec<AccessRecord>>>,
+        summaries: Vec<RecordSummary>,
+    ) -> Result<BatchOutcome, Error> {
         let records = records.into();
         self.ask(|reply| Job::Batch {
             filter,
             records,
+            summaries,
             reply,
         })
         .await
+    }
+
+    /// Record summaries matching `q`, newest minute first.
+    pub async fn query_summaries(&self, q: SummaryQuery) -> Result<Vec<StoredSummary>, Error> {
+        let now_ms = crate::time::now_ms();
+        self.read(move |conn| summaries::query(conn, &q, now_ms))
+            .await
     }
 
     /// Queues the job `make` builds around a reply channel and waits for the writer's answer.
@@ -329,6 +353,7 @@ pub fn scan_matching(
 type QueuedBatch = (
     FilterIdentity,
     Arc<Vec<AccessRecord>>,
+    Vec<RecordSummary>,
     oneshot::Sender<Result<BatchOutcome, Error>>,
 );
 
@@ -424,10 +449,11 @@ impl Writer {
                     Job::Batch {
                         filter,
                         records,
+                        summaries,
                         reply,
                     } => {
-                        queued_records += records.len();
-                        batches.push((filter, records, reply));
+                        queued_records += records.len() + summaries.len();
+                        batches.push((filter, records, summaries, reply));
                     }
                     Job::Prune { before_ms, reply } => {
                         let _ = reply.send(self.prune(before_ms));
@@ -455,13 +481,13 @@ impl Writer {
                 metrics.observe_commit(started.elapsed().as_secs_f64());
                 match result {
                     Ok(outcomes) => {
-                        for ((_, _, reply), outcome) in batches.into_iter().zip(outcomes) {
+                        for ((_, _, _, reply), outcome) in batches.into_iter().zip(outcomes) {
                             let _ = reply.send(Ok(outcome));
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "record store commit failed");
-                        for (_, _, reply) in batches {
+                        for (_, _, _, reply) in batches {
                             let _ = reply.send(Err(Error::Storage(e.to_string())));
                         }
                     }
@@ -479,7 +505,10 @@ impl Writer {
 
     /// Stores a group in one transaction; on failure the sequence log is as it was before.
     fn commit_group(&mut self, batches: &[QueuedBatch]) -> Result<Vec<BatchOutcome>, Error> {
-        let keys: Vec<FilterKey> = batches.iter().map(|(f, _, _)| FilterKey::of(f)).collect();
+        let keys: Vec<FilterKey> = batches
+            .iter()
+            .map(|(f, _, _, _)| FilterKey::of(f))
+            .collect();
         let checkpoint = self.sequences.checkpoint(keys.iter());
         let span_before = self.max_block_span_ms;
         let result = self.write_group(batches, &keys);
@@ -497,7 +526,7 @@ impl Writer {
     ) -> Result<Vec<BatchOutcome>, Error> {
         let mut group = Gathered::default();
         let mut outcomes = Vec::with_capacity(batches.len());
-        for ((filter, records, _), key) in batches.iter().zip(keys) {
+        for ((filter, records, _, _), key) in batches.iter().zip(keys) {
             let index = group.filter(filter);
             let sequences: Vec<u64> = records.iter().map(|r| r.sequence).collect();
             let fresh = self.sequences.accept(key, &sequences);
@@ -516,6 +545,9 @@ impl Writer {
         let tx = self.conn.transaction()?;
         for block in group.encode() {
             insert_block(&tx, None, &block, received_ms, &mut self.max_block_span_ms)?;
+        }
+        for ((filter, _, batch_summaries, _), outcome) in batches.iter().zip(&mut outcomes) {
+            outcome.summaries = summaries::insert(&tx, filter, batch_summaries, received_ms)?;
         }
         let touched: std::collections::HashSet<&FilterKey> = keys.iter().collect();
         self.sequences
@@ -690,6 +722,7 @@ impl Writer {
         // Retention's deletions are recorded in the chain, so `warden verify` tells them from
         // tampering.
         crate::trail::prune_block_links(&tx, &ids, crate::time::now_ms())?;
+        summaries::prune(&tx, before_ms)?;
         tx.commit()?;
         let deleted: i64 = gone.iter().map(|(_, n)| n).sum();
         Ok(usize::try_from(deleted).unwrap_or(0))
@@ -938,7 +971,8 @@ pub(crate) mod tests {
             out,
             BatchOutcome {
                 accepted: 2,
-                duplicates: 0
+                duplicates: 0,
+                ..BatchOutcome::default()
             }
         );
         store.close().await;
@@ -976,7 +1010,8 @@ pub(crate) mod tests {
             out,
             BatchOutcome {
                 accepted: 1,
-                duplicates: 2
+                duplicates: 2,
+                ..BatchOutcome::default()
             }
         );
         // Another VM's sequence 1 is a different record.

@@ -714,6 +714,7 @@ fn records_the_collector_refuses_one_by_one_are_counted_and_logged() {
             sequence: 1,
             reason: "records[0].time_ms: 4102444800000 is 2300000 s ahead".into(),
         }],
+        ..Default::default()
     }
     .encode_to_vec();
     s.host.set_grpc_message(&answer);
