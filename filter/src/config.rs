@@ -252,7 +252,8 @@ pub struct IdentityConfig {
     pub jwt_payload_key: String,
     /// Extra claims copied into `principal.claims`.
     pub jwt_extra_claims: Vec<String>,
-    /// Header carrying an API key; recorded only as a keyed fingerprint.
+    /// Header carrying an API key; recorded only as a keyed fingerprint, and only as a claim
+    /// (`claimed_user` `api-key:FINGERPRINT`) unless Envoy verified the key.
     pub api_key_header: String,
     /// HMAC key of the API-key fingerprint; required when `api_key_header` is set.
     pub api_key_secret: String,
@@ -262,6 +263,9 @@ pub struct IdentityConfig {
     /// checked (its `forward_username_header`). Without it, a basic-auth user name is only a
     /// claim: recorded as `claimed_user`, never as the principal.
     pub basic_auth_user_header: String,
+    /// Request header in which Envoy's api_key_auth filter puts the client whose key it checked
+    /// (its `forwarding.header`): that client becomes the principal (source `api_key`).
+    pub api_key_client_header: String,
 }
 
 impl Default for IdentityConfig {
@@ -274,6 +278,7 @@ impl Default for IdentityConfig {
             api_key_secret: String::new(),
             ext_authz_user_header: String::new(),
             basic_auth_user_header: String::new(),
+            api_key_client_header: String::new(),
         }
     }
 }
@@ -460,6 +465,10 @@ impl Config {
             (
                 "identity.basic_auth_user_header",
                 &mut i.basic_auth_user_header,
+            ),
+            (
+                "identity.api_key_client_header",
+                &mut i.api_key_client_header,
             ),
         ] {
             if !header.is_empty() {

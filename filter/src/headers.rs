@@ -14,6 +14,8 @@ pub struct Wanted {
     pub ext_authz_user: String,
     /// `identity.basic_auth_user_header` (lower case; empty: none).
     pub basic_auth_user: String,
+    /// `identity.api_key_client_header` (lower case; empty: none).
+    pub api_key_client: String,
 }
 
 /// The headers of one request (first value of each; empty when absent).
@@ -39,6 +41,8 @@ pub struct RequestHeaders<'a> {
     pub ext_authz_user: Option<&'a [u8]>,
     /// The configured basic_auth forwarded-user header.
     pub basic_auth_user: Option<&'a [u8]>,
+    /// The configured api_key_auth forwarded-client header.
+    pub api_key_client: Option<&'a [u8]>,
     /// Captured headers: index into [`Wanted::captured`] and value.
     pub captured: Vec<(usize, &'a [u8])>,
 }
@@ -75,6 +79,9 @@ impl<'a> RequestHeaders<'a> {
             }
             if !wanted.ext_authz_user.is_empty() && name == wanted.ext_authz_user.as_bytes() {
                 set_opt(&mut h.ext_authz_user, value);
+            }
+            if !wanted.api_key_client.is_empty() && name == wanted.api_key_client.as_bytes() {
+                set_opt(&mut h.api_key_client, value);
             }
             if !wanted.basic_auth_user.is_empty() && name == wanted.basic_auth_user.as_bytes() {
                 set_opt(&mut h.basic_auth_user, value);
@@ -113,6 +120,7 @@ mod tests {
             api_key: "x-api-key".into(),
             ext_authz_user: String::new(),
             basic_auth_user: String::new(),
+            api_key_client: String::new(),
         };
         let h = RequestHeaders::scan(&bytes, &wanted);
         assert_eq!(h.authority, b"shop.test");

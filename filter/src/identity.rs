@@ -38,6 +38,9 @@ pub struct IdentityFacts<'a> {
     /// The user Envoy's basic_auth filter checked the password of (its forwarded-user header),
     /// when Envoy (not the client) set it.
     pub basic_auth_user: Option<&'a str>,
+    /// The client Envoy's api_key_auth filter checked the key of (its forwarded-client header),
+    /// when Envoy (not the client) set it.
+    pub api_key_client: Option<&'a str>,
 }
 
 /// How a request was decided, borrowing its reason and policy (no allocation per request).
@@ -128,7 +131,7 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
         && facts.ext_authz_user.is_none()
         && facts.basic_auth_user.is_none()
         && no_certificate
-        && facts.api_key.is_none()
+        && facts.api_key_client.is_none()
     {
         // The plain request: nothing to look at, nothing allocated.
         return None;
@@ -177,27 +180,50 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
         p.name = user.to_string();
         return Some(p);
     }
-    if let Some(key) = facts.api_key.filter(|k| !k.is_empty()) {
+    // Only the client whose key Envoy's api_key_auth checked: a key on its own is a claim
+    // (see [`claimed_user`]), whatever it fingerprints to.
+    if let Some(client) = facts.api_key_client.filter(|c| !c.is_empty()) {
         p.source = PrincipalSource::ApiKey as i32;
-        p.name = fingerprint(config.api_key_secret.as_bytes(), key);
+        p.name = client.to_string();
+        if let Some(key) = facts.api_key.filter(|k| !k.is_empty()) {
+            p.claims.insert(
+                "key_fingerprint".into(),
+                fingerprint(config.api_key_secret.as_bytes(), key),
+            );
+        }
         return Some(p);
     }
     None
 }
 
-/// The user name a client claimed in an `Authorization: Basic` header that the record's
-/// principal does not already name (no mechanism verified it, or its password was wrong): kept
-/// apart, so that it never reads as an identity but failures can still be counted per account.
-pub fn claimed_user(facts: &IdentityFacts<'_>, principal: Option<&Principal>) -> Option<String> {
+/// What a client claimed to be that the record's principal does not already name (no mechanism
+/// verified it, or its password was wrong): the user name of an `Authorization: Basic` header,
+/// else `api-key:FINGERPRINT` for an API key nothing verified. Kept apart, so that it never reads
+/// as an identity but failures can still be counted per account or key.
+pub fn claimed_user(
+    facts: &IdentityFacts<'_>,
+    principal: Option<&Principal>,
+    config: &IdentityConfig,
+) -> Option<String> {
     let user = facts
         .authorization
         .and_then(|a| std::str::from_utf8(a).ok())
         .and_then(basic_auth_user)
-        .filter(|u| !u.is_empty())?;
-    match principal {
-        Some(p) if p.name == user => None,
-        _ => Some(user),
+        .filter(|u| !u.is_empty());
+    if let Some(user) = user {
+        return match principal {
+            Some(p) if p.name == user => None,
+            _ => Some(user),
+        };
     }
+    let key = facts.api_key.filter(|k| !k.is_empty())?;
+    let verified = principal.is_some_and(|p| p.source == PrincipalSource::ApiKey as i32);
+    (!verified).then(|| {
+        format!(
+            "api-key:{}",
+            fingerprint(config.api_key_secret.as_bytes(), key)
+        )
+    })
 }
 
 /// The identity an authorizer (ext_authz) put in a request header, given the header's value
@@ -393,7 +419,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(principal(&claimed, &cfg()), None);
-        assert_eq!(claimed_user(&claimed, None).as_deref(), Some("bob"));
+        assert_eq!(claimed_user(&claimed, None, &cfg()).as_deref(), Some("bob"));
         // Envoy's basic_auth checked it and forwarded the user.
         let verified = IdentityFacts {
             basic_auth_user: Some("bob"),
@@ -402,30 +428,45 @@ mod tests {
         let p = principal(&verified, &cfg()).unwrap();
         assert_eq!(p.source, PrincipalSource::BasicAuth as i32);
         assert_eq!(p.name, "bob");
-        assert_eq!(claimed_user(&verified, Some(&p)), None, "not twice");
+        assert_eq!(claimed_user(&verified, Some(&p), &cfg()), None, "not twice");
         assert!(!format!("{p:?}").contains("s3cret"));
         // Another principal (a JWT) with a different basic user: the basic user stays a claim.
         let jwt = Principal {
             name: "alice".into(),
             ..Principal::default()
         };
-        assert_eq!(claimed_user(&claimed, Some(&jwt)).as_deref(), Some("bob"));
+        assert_eq!(
+            claimed_user(&claimed, Some(&jwt), &cfg()).as_deref(),
+            Some("bob")
+        );
         assert_eq!(basic_auth_user("Bearer abc"), None);
         assert_eq!(basic_auth_user("Basic !!!"), None);
     }
 
     #[test]
-    fn api_keys_are_fingerprinted() {
-        let facts = IdentityFacts {
+    fn an_api_key_is_a_fingerprinted_claim_until_envoy_checked_it() {
+        // Any key, sent by anyone: not an identity, only a claim named by its fingerprint.
+        let claimed = IdentityFacts {
             api_key: Some(b"sk_live_123"),
             ..Default::default()
         };
-        let p = principal(&facts, &cfg()).unwrap();
+        assert_eq!(principal(&claimed, &cfg()), None);
+        let claim = claimed_user(&claimed, None, &cfg()).unwrap();
+        let fp = fingerprint(b"0123456789abcdef", b"sk_live_123");
+        assert_eq!(fp.len(), FINGERPRINT_HEX);
+        assert_eq!(claim, format!("api-key:{fp}"));
+        assert!(!claim.contains("sk_live"));
+        assert_ne!(fp, fingerprint(b"another-secret-16", b"sk_live_123"));
+        // Envoy's api_key_auth checked it and forwarded its client.
+        let verified = IdentityFacts {
+            api_key_client: Some("billing"),
+            ..claimed.clone()
+        };
+        let p = principal(&verified, &cfg()).unwrap();
         assert_eq!(p.source, PrincipalSource::ApiKey as i32);
-        assert_eq!(p.name.len(), FINGERPRINT_HEX);
-        assert!(!p.name.contains("sk_live"));
-        assert_eq!(p.name, fingerprint(b"0123456789abcdef", b"sk_live_123"));
-        assert_ne!(p.name, fingerprint(b"another-secret-16", b"sk_live_123"));
+        assert_eq!(p.name, "billing");
+        assert_eq!(p.claims.get("key_fingerprint"), Some(&fp));
+        assert_eq!(claimed_user(&verified, Some(&p), &cfg()), None, "not twice");
     }
 
     #[test]

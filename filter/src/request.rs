@@ -70,6 +70,8 @@ pub struct Completed<'a> {
     pub sent_identity: Option<&'a [u8]>,
     /// The basic_auth forwarded-user header as the client sent it.
     pub sent_basic_auth_user: Option<&'a [u8]>,
+    /// The api_key_auth forwarded-client header as the client sent it.
+    pub sent_api_key_client: Option<&'a [u8]>,
 }
 
 /// A request Warden refused (`on_request_headers`).
@@ -172,6 +174,8 @@ pub fn record_completed(
     let sent_identity = c.sent_identity.map(text);
     let completed_basic = c.headers.basic_auth_user.map(text);
     let sent_basic = c.sent_basic_auth_user.map(text);
+    let completed_key_client = c.headers.api_key_client.map(text);
+    let sent_key_client = c.sent_api_key_client.map(text);
     let facts = IdentityFacts {
         jwt_claims,
         cert_uri_san: &uri_san,
@@ -188,11 +192,15 @@ pub fn record_completed(
             sent_basic.as_deref(),
             completed_basic.as_deref(),
         ),
+        api_key_client: identity::authorizer_identity(
+            sent_key_client.as_deref(),
+            completed_key_client.as_deref(),
+        ),
     };
     let principal = identity::principal(&facts, id);
     let decision = identity::decision(a.status, bounded(&details, max), principal.as_ref());
     let principal = identity::attributable(principal, &decision);
-    let claimed = identity::claimed_user(&facts, principal.as_ref()).unwrap_or_default();
+    let claimed = identity::claimed_user(&facts, principal.as_ref(), id).unwrap_or_default();
     let path = redact_path(&h.path, &config.record, scratch);
     // Within the record contract, so the collector never refuses the record for its method.
     let method = warden_proto::contract::bounded_method(&h.method);

@@ -300,6 +300,7 @@ impl Vm {
                 api_key: config.identity.api_key_header.clone(),
                 ext_authz_user: config.identity.ext_authz_user_header.clone(),
                 basic_auth_user: config.identity.basic_auth_user_header.clone(),
+                api_key_client: config.identity.api_key_client_header.clone(),
             },
             plan,
             compiled,
@@ -338,10 +339,15 @@ impl Vm {
                 .then(|| host.header_value(MapType::RequestHeaders, name))
                 .flatten()
         };
-        if !active.wanted.ext_authz_user.is_empty() || !active.wanted.basic_auth_user.is_empty() {
+        let w = &active.wanted;
+        if !w.ext_authz_user.is_empty()
+            || !w.basic_auth_user.is_empty()
+            || !w.api_key_client.is_empty()
+        {
             let identity = SentIdentity {
-                ext_authz_user: sent(&active.wanted.ext_authz_user),
-                basic_auth_user: sent(&active.wanted.basic_auth_user),
+                ext_authz_user: sent(&w.ext_authz_user),
+                basic_auth_user: sent(&w.basic_auth_user),
+                api_key_client: sent(&w.api_key_client),
             };
             remember(&mut self.sent_identity, (context, identity));
         }
@@ -423,6 +429,7 @@ impl Vm {
             now_ns,
             sent_identity: sent.ext_authz_user.as_deref(),
             sent_basic_auth_user: sent.basic_auth_user.as_deref(),
+            sent_api_key_client: sent.api_key_client.as_deref(),
         };
         let appended = request::record_completed(
             &completed,
@@ -694,6 +701,7 @@ fn after_append(host: &impl Host, metrics: &mut Metrics, wake: &mut Wake, append
 struct SentIdentity {
     ext_authz_user: Option<Vec<u8>>,
     basic_auth_user: Option<Vec<u8>>,
+    api_key_client: Option<Vec<u8>>,
 }
 
 fn remember<T>(list: &mut Vec<T>, item: T) {

@@ -488,6 +488,8 @@ pub struct AuthStack {
 
 /// The header the filter reads API keys from in these tests.
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// The one key `envoy/auth.yaml.tmpl`'s api_key_auth accepts on `/key/` (client `billing`).
+pub const BILLING_API_KEY: &str = "ak-billing-test-0123456789abcdef";
 
 impl AuthStack {
     /// Generates material, starts everything and finds the mTLS listener.
@@ -511,6 +513,7 @@ impl AuthStack {
                 "api_key_secret": api_key_secret,
                 "ext_authz_user_header": "x-auth-user",
                 "basic_auth_user_header": "x-warden-basic-user",
+                "api_key_client_header": "x-warden-api-client",
             },
         });
         let stack = Stack::start_with(|options| {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use warden_e2e::Client;
 use warden_e2e::auth::{
     ALICE_COMMON_NAME, ALICE_DNS_SAN, ALICE_URI_SAN, API_KEY_HEADER, AUDIENCE, AuthStack,
-    BASIC_USER, ISSUER, basic_authorization, claims, find_secrets_in_files, jwt_signature,
-    now_secs, random_hex,
+    BASIC_USER, BILLING_API_KEY, ISSUER, basic_authorization, claims, find_secrets_in_files,
+    jwt_signature, now_secs, random_hex,
 };
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -450,6 +450,16 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
             vec![(API_KEY_HEADER, api_key.clone())],
             200,
         ),
+        (
+            "/key/verified".into(),
+            vec![(API_KEY_HEADER, BILLING_API_KEY.to_string())],
+            200,
+        ),
+        (
+            "/key/wrong".into(),
+            vec![(API_KEY_HEADER, api_key.clone())],
+            401,
+        ),
         // Redaction gaps found in review: a parameter without `=`, a token in a path segment,
         // the query string of a captured Referer.
         (format!("/public/valueless?{valueless}"), vec![], 200),
@@ -476,17 +486,24 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
         .wait_for_records("since=5m", requests.len())
         .await;
 
-    let api_key_record = record_for(&auth, "/public/api-key").await;
-    assert_eq!(
-        api_key_record["principal_source"], "api_key",
-        "{api_key_record:#}"
-    );
+    // A key nothing checked is a claim named by its fingerprint, never a principal; the key
+    // Envoy's api_key_auth checked names its client.
+    let claimed = record_for(&auth, "/public/api-key").await;
+    assert!(claimed["principal"].is_null(), "{claimed:#}");
+    let claim = claimed["claimed_user"].as_str().unwrap_or_default();
     assert!(
-        api_key_record["principal"]
-            .as_str()
-            .is_some_and(|name| !name.is_empty()),
-        "an API key is named by its fingerprint: {api_key_record:#}"
+        claim.starts_with("api-key:") && claim.len() > 20,
+        "{claimed:#}"
     );
+    let verified = record_for(&auth, "/key/verified").await;
+    assert_eq!(
+        (&verified["principal_source"], &verified["principal"]),
+        (&json!("api_key"), &json!("billing")),
+        "{verified:#}"
+    );
+    let wrong = record_for(&auth, "/key/wrong").await;
+    assert!(wrong["principal"].is_null(), "{wrong:#}");
+    assert_eq!(wrong["claimed_user"], claimed["claimed_user"], "{wrong:#}");
 
     let secrets = [
         valid.as_str(),
