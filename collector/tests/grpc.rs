@@ -317,6 +317,111 @@ async fn record_summaries_are_stored_once_refused_one_by_one_and_added_up_per_ke
     c.stop().await;
 }
 
+/// A tmpfs mounted for one test, unmounted on drop: a real filesystem that fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "this test mounts a small tmpfs to fill a real filesystem; it needs root (CAP_SYS_ADMIN)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_unavailable_never_an_ack_and_ingestion_resumes_when_space_returns() {
+    let disk = SmallDisk::mount("6m");
+    let data_dir = disk.dir.path().join("data");
+    let mut c = start(|config| config.storage.data_dir = data_dir).await;
+    let mut client = audit_client(&c).await;
+    // Paths that do not compress, so the records fill the disk quickly.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut noise = || {
+        (0..64)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                format!("{:016x}", state)
+            })
+            .collect::<String>()
+    };
+    let mut acknowledged = 0u64;
+    let mut sequence = 0u64;
+    let mut refused = None;
+    for _ in 0..200 {
+        let records: Vec<AccessRecord> = (0..50)
+            .map(|_| {
+                sequence += 1;
+                AccessRecord {
+                    path: format!("/fill/{}", noise()),
+                    ..record(sequence)
+                }
+            })
+            .collect();
+        match client.export(batch(records.clone())).await {
+            Ok(r) => acknowledged += u64::from(r.into_inner().accepted),
+            Err(status) => {
+                refused = Some((status, records));
+                break;
+            }
+        }
+    }
+    let (status, failed_batch) = refused.expect("the disk never filled up");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("full"),
+        "the error says what is wrong: {status:?}"
+    );
+    assert!(acknowledged > 0);
+    // Space returns: the same batch, retried as a filter would, is stored without a restart,
+    // and nothing acknowledged before is missing.
+    disk.resize("64m");
+    let retried = client
+        .export(batch(failed_batch))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(retried.accepted, 50);
+    let (status, body) = c
+        .get("/api/v1/records?path_prefix=/fill/&limit=10000")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["records"].as_array().unwrap().len() as u64,
+        acknowledged + 50
+    );
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn a_retried_batch_is_stored_once() {
     let mut c = start(|_| {}).await;
