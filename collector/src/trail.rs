@@ -1,13 +1,14 @@
-//! Tamper evidence for the stored trail: the record blocks and the decisions audit log are each
-//! sealed into a SHA-256 hash chain, and `warden verify` walks both chains and names the first
-//! block or entry that was modified, deleted, reordered or truncated.
+//! Tamper evidence for the stored trail: the record blocks, the record summaries and the
+//! decisions audit log are each sealed into a SHA-256 hash chain, and `warden verify` walks the
+//! chains and names the first block or entry that was modified, deleted, reordered or truncated.
 //!
 //! Record blocks are sealed once they are final (the compactor will not merge them again: see
 //! `store::Writer::mark_final`), in block id order; each link hashes the previous link and the
 //! whole stored row (times, record count, codec, compressed body). Retention deletes whole blocks
 //! from the old end; their links go with them and the last one deleted stays as the chain's
-//! anchor, so the chain verifies from there. A decisions audit entry is linked in the same
-//! transaction that writes it.
+//! anchor, so the chain verifies from there. A decisions audit entry, and a record summary (what
+//! a filter's full buffer shed, counted), is linked in the same transaction that writes it;
+//! summaries leave by retention the way blocks do.
 //!
 //! A chain by itself proves order and integrity against anyone who cannot recompute it: someone
 //! with write access to the files could rewrite the rows and recompute every link. The head of
@@ -33,6 +34,23 @@ CREATE TABLE IF NOT EXISTS block_chain (
     pruned_ms INTEGER
 );
 CREATE TABLE IF NOT EXISTS chain_meta (key TEXT PRIMARY KEY, position INTEGER NOT NULL, hash BLOB NOT NULL) WITHOUT ROWID;
+";
+
+/// Table of the record-summary chain, in `records.db` (after [`BLOCK_CHAIN_SCHEMA`], which
+/// creates `chain_meta`).
+pub const SUMMARY_CHAIN_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS summary_chain (
+    position INTEGER PRIMARY KEY,
+    filter_node TEXT NOT NULL,
+    filter_worker INTEGER NOT NULL,
+    filter_instance TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    -- When retention deleted the summary (NULL: the summary is stored).
+    pruned_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS summary_chain_key
+    ON summary_chain (filter_node, filter_worker, filter_instance, sequence);
 ";
 
 /// Table of the decisions-audit chain, in `warden.db`.
@@ -205,6 +223,97 @@ pub fn prune_block_links(conn: &Connection, ids: &[i64], now_ms: i64) -> Result<
     Ok(())
 }
 
+/// A record summary's key: filter node, worker, instance, summary sequence.
+pub type SummaryKey<'a> = (&'a str, i64, &'a str, i64);
+
+/// The link of the summary `key` after `prev`, from the row as stored (`None`: no such row; a
+/// row whose columns no longer read as written is reported as modified by the caller).
+fn summary_link(
+    conn: &Connection,
+    prev: &[u8],
+    key: SummaryKey<'_>,
+) -> Result<Option<Vec<u8>>, rusqlite::Error> {
+    let (node, worker, instance, sequence) = key;
+    conn.prepare_cached(
+        "SELECT minute_ms, client_address, authority, status_class, verdict, mechanism, requests,
+                request_bytes, response_bytes, received_ms
+         FROM record_summaries
+         WHERE filter_node = ?1 AND filter_worker = ?2 AND filter_instance = ?3 AND sequence = ?4",
+    )?
+    .query_row(params![node, worker, instance, sequence], |r| {
+        let mut link = Link::after(prev)
+            .bytes(node.as_bytes())
+            .int(worker)
+            .bytes(instance.as_bytes())
+            .int(sequence)
+            .int(r.get(0)?)
+            .bytes(&any_bytes(r.get_ref(1)?))
+            .bytes(&any_bytes(r.get_ref(2)?));
+        for i in 3..10 {
+            link = link.int(r.get(i)?);
+        }
+        Ok(link.finish())
+    })
+    .optional()
+}
+
+/// Links the record summary `key` (just inserted, in the caller's transaction).
+pub fn link_summary(conn: &Connection, key: SummaryKey<'_>) -> Result<(), rusqlite::Error> {
+    let (position, prev) = match head(conn, "summaries_head")? {
+        Some(h) => h,
+        None => (0, GENESIS.to_vec()),
+    };
+    let link = summary_link(conn, &prev, key)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let (node, worker, instance, sequence) = key;
+    conn.prepare_cached(
+        "INSERT INTO summary_chain (position, filter_node, filter_worker, filter_instance, sequence, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![position + 1, node, worker, instance, sequence, link])?;
+    conn.prepare_cached(
+        "INSERT INTO chain_meta (key, position, hash) VALUES ('summaries_head', ?1, ?2)
+         ON CONFLICT DO UPDATE SET position = excluded.position, hash = excluded.hash",
+    )?
+    .execute(params![position + 1, link])?;
+    Ok(())
+}
+
+/// Before retention deletes the summaries of minutes before `before_minute_ms`: marks their
+/// links as pruned, then drops the leading run of pruned links, keeping the last one dropped as
+/// the anchor the chain verifies from. Runs in the caller's transaction.
+pub fn prune_summary_links(
+    conn: &Connection,
+    before_minute_ms: i64,
+    now_ms: i64,
+) -> Result<(), Error> {
+    conn.execute(
+        "UPDATE summary_chain SET pruned_ms = ?2
+         WHERE pruned_ms IS NULL
+           AND (filter_node, filter_worker, filter_instance, sequence) IN
+               (SELECT filter_node, filter_worker, filter_instance, sequence
+                FROM record_summaries WHERE minute_ms < ?1)",
+        params![before_minute_ms, now_ms],
+    )?;
+    let kept_from: Option<i64> = conn.query_row(
+        "SELECT MIN(position) FROM summary_chain WHERE pruned_ms IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    let last_gone: Option<(i64, Vec<u8>)> = conn
+        .query_row(
+            "SELECT position, hash FROM summary_chain WHERE position < ?1
+             ORDER BY position DESC LIMIT 1",
+            [kept_from.unwrap_or(i64::MAX)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if let Some((position, hash)) = last_gone {
+        conn.execute("DELETE FROM summary_chain WHERE position <= ?1", [position])?;
+        set_meta(conn, "summaries_anchor", position, &hash)?;
+    }
+    Ok(())
+}
+
 /// Links the decisions audit entry `id` (just inserted, in the caller's transaction).
 pub fn link_audit_entry(conn: &Connection, id: i64) -> Result<(), rusqlite::Error> {
     let prev: Vec<u8> = conn
@@ -263,6 +372,10 @@ pub struct Report {
     pub unsealed_blocks: u64,
     /// Sealed blocks that retention deleted (their links still chain).
     pub pruned_blocks: u64,
+    /// Record summaries whose links verified.
+    pub summaries: u64,
+    /// Chained summaries that retention deleted.
+    pub pruned_summaries: u64,
     /// Decisions audit entries whose links verified.
     pub audit_entries: u64,
     /// Audit entries written before the chain existed (not covered).
@@ -279,11 +392,13 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "record blocks: {} verified ({} records), {} recent not sealed yet, {} removed by retention; decisions audit: {} entries verified{}",
+            "record blocks: {} verified ({} records), {} recent not sealed yet, {} removed by retention; record summaries: {} verified, {} removed by retention; decisions audit: {} entries verified{}",
             self.blocks,
             self.records,
             self.unsealed_blocks,
             self.pruned_blocks,
+            self.summaries,
+            self.pruned_summaries,
             self.audit_entries,
             if self.unchained_audit_entries > 0 {
                 format!(
@@ -307,12 +422,13 @@ impl Report {
     }
 }
 
-/// Walks both chains of the data directory (read-only; the collector may be running).
+/// Walks every chain of the data directory (read-only; the collector may be running).
 pub fn verify(data_dir: &Path) -> Result<Report, Error> {
     let mut report = Report::default();
     let records = data_dir.join(crate::store::RECORDS_DB_FILE);
     let conn = open_read_only(&records)?;
     verify_blocks(&conn, &mut report)?;
+    verify_summaries(&conn, &mut report)?;
     let main = data_dir.join(crate::db::MAIN_DB_FILE);
     let conn = open_read_only(&main)?;
     verify_audit(&conn, &mut report)?;
@@ -407,6 +523,80 @@ fn verify_blocks(conn: &Connection, report: &mut Report) -> Result<(), Error> {
         [last_block.max(head(conn, "blocks_anchor_block")?.map_or(i64::MIN, |(p, _)| p))],
         |r| r.get::<_, i64>(0),
     )? as u64;
+    Ok(())
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn verify_summaries(conn: &Connection, report: &mut Report) -> Result<(), Error> {
+    if !table_exists(conn, "summary_chain")? {
+        return Ok(());
+    }
+    let (mut position, mut prev) = match head(conn, "summaries_anchor")? {
+        Some(anchor) => anchor,
+        None => (0, GENESIS.to_vec()),
+    };
+    let mut stmt = conn.prepare(
+        "SELECT position, filter_node, filter_worker, filter_instance, sequence, hash, pruned_ms
+         FROM summary_chain ORDER BY position",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let link_position: i64 = r.get(0)?;
+        let node: String = r.get(1)?;
+        let worker: i64 = r.get(2)?;
+        let instance: String = r.get(3)?;
+        let sequence: i64 = r.get(4)?;
+        let stored: Vec<u8> = r.get(5)?;
+        let pruned = r.get::<_, Option<i64>>(6)?.is_some();
+        let name = format!("record summary {sequence} of filter {node}/{worker}/{instance}");
+        if link_position != position + 1 {
+            report.problems.push(format!(
+                "links {}..{} of the summary chain are missing (summaries deleted with their links)",
+                position + 1,
+                link_position - 1
+            ));
+        }
+        match summary_link(conn, &prev, (&node, worker, &instance, sequence)) {
+            Ok(Some(link)) if link == stored => report.summaries += 1,
+            Ok(None) if pruned => report.pruned_summaries += 1,
+            Ok(None) => report.problems.push(format!("{name} was deleted")),
+            _ => report
+                .problems
+                .push(format!("{name} was modified, or one before it was")),
+        }
+        position = link_position;
+        prev = stored;
+    }
+    if let Some((head_position, head_hash)) = head(conn, "summaries_head")?
+        && (head_position != position || head_hash != prev)
+    {
+        report.problems.push(format!(
+            "the summary chain ends at link {position}, but its head says {head_position}: summaries at the end were removed"
+        ));
+    }
+    let outside: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM record_summaries s WHERE NOT EXISTS
+            (SELECT 1 FROM summary_chain c WHERE c.filter_node = s.filter_node
+               AND c.filter_worker = s.filter_worker AND c.filter_instance = s.filter_instance
+               AND c.sequence = s.sequence)",
+        [],
+        |r| r.get(0),
+    )?;
+    if outside > 0 {
+        report.problems.push(format!(
+            "{outside} record summar(ies) were inserted outside the chain"
+        ));
+    }
     Ok(())
 }
 
@@ -505,17 +695,32 @@ pub struct Checkpoint {
     pub audit_id: i64,
     /// Its link, hex.
     pub audit_hash: String,
+    /// Position of the record-summary chain's head (0: empty; absent in older checkpoints).
+    #[serde(default)]
+    pub summaries_position: i64,
+    /// Its link, hex.
+    #[serde(default)]
+    pub summaries_hash: String,
     /// Ed25519 signature of [`Checkpoint::message`], hex.
     pub signature: String,
 }
 
 impl Checkpoint {
-    /// What is signed.
+    /// What is signed (v1, without summaries, while the summary chain is empty, so checkpoints
+    /// written before it existed still verify).
     pub fn message(&self) -> String {
-        format!(
-            "warden-checkpoint-v1 {} {} {} {} {}",
+        let v1 = format!(
+            "{} {} {} {} {}",
             self.time_ms, self.blocks_position, self.blocks_hash, self.audit_id, self.audit_hash
-        )
+        );
+        if self.summaries_position == 0 {
+            format!("warden-checkpoint-v1 {v1}")
+        } else {
+            format!(
+                "warden-checkpoint-v2 {v1} {} {}",
+                self.summaries_position, self.summaries_hash
+            )
+        }
     }
 }
 
@@ -572,6 +777,8 @@ pub fn write_checkpoint(
     let main = open_read_only(&data_dir.join(crate::db::MAIN_DB_FILE))?;
     let (blocks_position, blocks_hash) = head(&records, "blocks_head")?.unwrap_or((0, Vec::new()));
     let (audit_id, audit_hash) = head(&main, "audit_head")?.unwrap_or((0, Vec::new()));
+    let (summaries_position, summaries_hash) =
+        head(&records, "summaries_head")?.unwrap_or((0, Vec::new()));
     let time_ms = crate::time::now_ms();
     let mut c = Checkpoint {
         time: crate::time::rfc3339(time_ms),
@@ -580,6 +787,8 @@ pub fn write_checkpoint(
         blocks_hash: hex(&blocks_hash),
         audit_id,
         audit_hash: hex(&audit_hash),
+        summaries_position,
+        summaries_hash: hex(&summaries_hash),
         signature: String::new(),
     };
     c.signature = hex(key.sign(c.message().as_bytes()).as_ref());
@@ -642,6 +851,7 @@ pub fn verify_checkpoints(
     let main = open_read_only(&data_dir.join(crate::db::MAIN_DB_FILE))?;
     let anchor = head(&records, "blocks_anchor")?;
     let blocks_head = head(&records, "blocks_head")?.map_or(0, |(p, _)| p);
+    let summaries_anchor = head(&records, "summaries_anchor")?;
     for (n, line) in checkpoints
         .lines()
         .enumerate()
@@ -685,6 +895,36 @@ pub fn verify_checkpoints(
                 None if c.blocks_position > blocks_head => report.problems.push(format!(
                     "{at}({}) signed record link {}, but the chain ends at {blocks_head}: records were removed",
                     c.time, c.blocks_position
+                )),
+                // Before the anchor: removed by retention since.
+                None => {}
+            }
+        }
+        if c.summaries_position > 0 {
+            let stored: Option<Vec<u8>> = records
+                .query_row(
+                    "SELECT hash FROM summary_chain WHERE position = ?1",
+                    [c.summaries_position],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .or_else(|| {
+                    summaries_anchor
+                        .as_ref()
+                        .filter(|(p, _)| *p == c.summaries_position)
+                        .map(|(_, h)| h.clone())
+                });
+            let chain_end = head(&records, "summaries_head")?.map_or(0, |(p, _)| p);
+            let first_kept = summaries_anchor.as_ref().map_or(0, |(p, _)| *p);
+            match stored {
+                Some(h) if hex(&h) == c.summaries_hash => {}
+                Some(_) => report.problems.push(format!(
+                    "{at}({}) signed summary link {} differently: the summary chain was rewritten",
+                    c.time, c.summaries_position
+                )),
+                None if c.summaries_position > first_kept => report.problems.push(format!(
+                    "{at}({}) signed summary link {}, but the chain holds it no more (it ends at {chain_end}): summaries were removed",
+                    c.time, c.summaries_position
                 )),
                 // Before the anchor: removed by retention since.
                 None => {}
@@ -918,6 +1158,134 @@ mod tests {
                 .contains("signed record link 4 differently: the record chain was rewritten"),
             "{:?}",
             r.problems
+        );
+    }
+
+    /// Adds summaries 1..=n (minute n, n requests) of one filter to the trail of `dir`.
+    fn add_summaries(dir: &tempfile::TempDir, from: u64, to: u64) {
+        use warden_proto::pb::{FilterIdentity, RecordSummary};
+        let mut conn = Connection::open(dir.path().join(RECORDS)).unwrap();
+        conn.execute_batch(crate::store::summaries::SCHEMA).unwrap();
+        conn.execute_batch(SUMMARY_CHAIN_SCHEMA).unwrap();
+        let filter = FilterIdentity {
+            node_id: "envoy-1".into(),
+            worker: 0,
+            instance_id: "i1".into(),
+            ..FilterIdentity::default()
+        };
+        let summaries: Vec<RecordSummary> = (from..=to)
+            .map(|n| RecordSummary {
+                sequence: n,
+                minute_ms: 60_000 * n as i64,
+                client_address: "203.0.113.7".into(),
+                authority: "shop.example".into(),
+                status_class: 2,
+                requests: n,
+                ..RecordSummary::default()
+            })
+            .collect();
+        let tx = conn.transaction().unwrap();
+        crate::store::summaries::insert(&tx, &filter, &summaries, 1).unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn edited_deleted_inserted_or_truncated_summaries_are_found_and_retention_is_not_tampering() {
+        let dir = trail(2);
+        add_summaries(&dir, 1, 4);
+        let report = verify(dir.path()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(report.summaries, 4);
+        assert!(report.render().contains("record summaries: 4 verified"));
+        let copy = |dir: &tempfile::TempDir| {
+            let to = tempfile::tempdir().unwrap();
+            for f in [RECORDS, MAIN] {
+                std::fs::copy(dir.path().join(f), to.path().join(f)).unwrap();
+            }
+            to
+        };
+        let cases = [
+            (
+                "UPDATE record_summaries SET requests = 2000 WHERE sequence = 2",
+                "record summary 2 of filter envoy-1/0/i1 was modified",
+            ),
+            (
+                "UPDATE record_summaries SET authority = 'x' WHERE sequence = 4",
+                "record summary 4 of filter envoy-1/0/i1 was modified",
+            ),
+            (
+                "DELETE FROM record_summaries WHERE sequence = 3",
+                "record summary 3 of filter envoy-1/0/i1 was deleted",
+            ),
+            (
+                "DELETE FROM record_summaries WHERE sequence = 2;
+                 DELETE FROM summary_chain WHERE sequence = 2",
+                "links 2..2 of the summary chain are missing",
+            ),
+            (
+                "DELETE FROM record_summaries WHERE sequence = 4;
+                 DELETE FROM summary_chain WHERE sequence = 4",
+                "the summary chain ends at link 3, but its head says 4",
+            ),
+            (
+                "INSERT INTO record_summaries SELECT filter_node, filter_worker, filter_instance,
+                    99, minute_ms, client_address, authority, status_class, verdict, mechanism,
+                    requests, request_bytes, response_bytes, received_ms
+                 FROM record_summaries WHERE sequence = 1",
+                "1 record summar(ies) were inserted outside the chain",
+            ),
+        ];
+        for (sql, expected) in cases {
+            let edited = copy(&dir);
+            let report = tamper(&edited, RECORDS, sql);
+            assert!(
+                report.problems.iter().any(|p| p.contains(expected)),
+                "{sql}: {:?}",
+                report.problems
+            );
+        }
+
+        // Retention deletes the first two minutes' summaries: not tampering, and the chain goes
+        // on from its anchor.
+        let mut conn = Connection::open(dir.path().join(RECORDS)).unwrap();
+        let tx = conn.transaction().unwrap();
+        crate::store::summaries::prune(&tx, 4 * 60_000).unwrap();
+        tx.commit().unwrap();
+        drop(conn);
+        add_summaries(&dir, 5, 5);
+        let report = verify(dir.path()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.summaries, report.pruned_summaries), (3, 0));
+    }
+
+    #[test]
+    fn a_signed_checkpoint_catches_summaries_removed_with_their_links_and_head() {
+        let dir = trail(1);
+        add_summaries(&dir, 1, 3);
+        let key = checkpoint_key(dir.path()).unwrap();
+        let public = std::fs::read_to_string(dir.path().join(CHECKPOINT_PUBLIC_FILE)).unwrap();
+        let c = write_checkpoint(dir.path(), &key).unwrap();
+        assert_eq!(c.summaries_position, 3);
+        let lines = std::fs::read_to_string(dir.path().join(CHECKPOINTS_FILE)).unwrap();
+        // Whoever removes the last summary, its link and sets the head back leaves a chain that
+        // verifies on its own; the signed checkpoint does not.
+        Connection::open(dir.path().join(RECORDS))
+            .unwrap()
+            .execute_batch(
+                "DELETE FROM record_summaries WHERE sequence = 3;
+                 DELETE FROM summary_chain WHERE sequence = 3;
+                 UPDATE chain_meta SET position = 2,
+                    hash = (SELECT hash FROM summary_chain WHERE position = 2)
+                 WHERE key = 'summaries_head';",
+            )
+            .unwrap();
+        let mut report = verify(dir.path()).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        verify_checkpoints(dir.path(), &lines, &public, &mut report).unwrap();
+        assert!(
+            report.problems[0].contains("signed summary link 3, but the chain holds it no more"),
+            "{:?}",
+            report.problems
         );
     }
 }

@@ -124,4 +124,17 @@ async fn an_outage_longer_than_the_buffer_leaves_summaries_that_count_every_requ
     let out = stack.collector.cli(&["filters"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("SUMMARIZED"), "{text}");
+
+    // The summaries are in the trail's hash chains like the records.
+    let out = stack.collector.cli(&["verify"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("record summaries: ") && !text.contains("record summaries: 0 verified"),
+        "{text}"
+    );
 }

@@ -164,6 +164,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(summaries::SCHEMA)?;
         conn.execute_batch(crate::trail::BLOCK_CHAIN_SCHEMA)?;
+        conn.execute_batch(crate::trail::SUMMARY_CHAIN_SCHEMA)?;
         let mut writer_state = Writer::load(conn, max_group_records)?;
         writer_state.migrate_legacy(&data_dir.join(MAIN_DB_FILE))?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

@@ -2,8 +2,9 @@
 //! per client address, host, status class, decision and minute (see the filter's `summary`
 //! module). They are stored in the record store's database, in the same transaction as the
 //! records of the group commit (so an acknowledgement means durable for both), once per filter
-//! instance and summary sequence (a retried summary batch is recognised by its key), and
-//! deleted by retention with the records.
+//! instance and summary sequence (a retried summary batch is recognised by its key), linked into
+//! their own hash chain in that transaction (`crate::trail`), and deleted by retention with the
+//! records.
 //!
 //! Queries add up the summaries of every filter instance for the same key.
 
@@ -88,6 +89,9 @@ pub(crate) fn insert(
             received_ms,
         ])?;
         if inserted == 1 {
+            let worker = i64::from(f.worker);
+            let sequence = int(s.sequence);
+            crate::trail::link_summary(tx, (&f.node_id, worker, &f.instance_id, sequence))?;
             outcome.accepted += 1;
             outcome.requests = outcome.requests.saturating_add(s.requests);
         } else {
@@ -97,11 +101,14 @@ pub(crate) fn insert(
     Ok(outcome)
 }
 
-/// Deletes summaries of minutes that ended before `before_ms` (retention).
+/// Deletes summaries of minutes that ended before `before_ms` (retention); their links stay in
+/// the chain, marked as pruned.
 pub(crate) fn prune(tx: &Transaction<'_>, before_ms: i64) -> Result<usize, Error> {
+    let before_minute = before_ms.saturating_sub(60_000);
+    crate::trail::prune_summary_links(tx, before_minute, crate::time::now_ms())?;
     Ok(tx.execute(
         "DELETE FROM record_summaries WHERE minute_ms < ?1",
-        params![before_ms.saturating_sub(60_000)],
+        params![before_minute],
     )?)
 }
 
