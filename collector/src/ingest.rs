@@ -283,62 +283,73 @@ impl Ingest {
         }
         self.note_dropped(&filter, req.dropped_total, req.dropped, highest);
         let records = Arc::new(records);
-        // Evaluation is queued in parallel with the commit: a ban does not wait for the fsync.
-        // The acknowledgement waits for both, so an overloaded engine slows ingest down instead
-        // of leaving records unevaluated.
-        let evaluate = async {
-            if let Some(d) = &self.detection {
-                d.submit(&filter, &records).await;
-            }
-        };
-        let summaries_received = summaries.len() as u64;
-        let store = self
-            .store
-            .write_export(filter.clone(), Arc::clone(&records), summaries);
-        let ((), stored) = tokio::join!(evaluate, store);
-        match stored {
-            Ok(outcome) => {
-                self.ledger.record(
-                    &filter,
-                    BatchCounts {
-                        received: n,
-                        stored: u64::from(outcome.accepted),
-                        duplicates: u64::from(outcome.duplicates),
-                        refused: refused.len() as u64,
-                        highest_sequence: highest,
-                        summaries: SummaryCounts {
-                            received: summaries_received,
-                            stored: u64::from(outcome.summaries.accepted),
-                            duplicates: u64::from(outcome.summaries.duplicates),
-                            refused: refused_summaries.len() as u64,
-                            requests: outcome.summaries.requests,
-                        },
+        let (store, ledger, metrics, detection) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.ledger),
+            Arc::clone(&self.metrics),
+            self.detection.clone(),
+        );
+        // The commit and its accounting run in a task of their own: a filter whose call timed
+        // out drops this future, but a batch the writer commits anyway must still be counted
+        // as stored (else its retry reads as a duplicate and the ledger shows a false gap).
+        let committed = tokio::spawn(async move {
+            // Evaluation is queued in parallel with the commit: a ban does not wait for the
+            // fsync. The acknowledgement waits for both, so an overloaded engine slows ingest
+            // down instead of leaving records unevaluated.
+            let evaluate = async {
+                if let Some(d) = &detection {
+                    d.submit(&filter, &records).await;
+                }
+            };
+            let summaries_received = summaries.len() as u64;
+            let write = store.write_export(filter.clone(), Arc::clone(&records), summaries);
+            let ((), stored) = tokio::join!(evaluate, write);
+            let outcome = match stored {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    metrics.batches_failed.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            };
+            ledger.record(
+                &filter,
+                BatchCounts {
+                    received: n,
+                    stored: u64::from(outcome.accepted),
+                    duplicates: u64::from(outcome.duplicates),
+                    refused: refused.len() as u64,
+                    highest_sequence: highest,
+                    summaries: SummaryCounts {
+                        received: summaries_received,
+                        stored: u64::from(outcome.summaries.accepted),
+                        duplicates: u64::from(outcome.summaries.duplicates),
+                        refused: refused_summaries.len() as u64,
+                        requests: outcome.summaries.requests,
                     },
-                    crate::time::now_ms(),
-                );
-                self.metrics
-                    .summaries_stored
-                    .fetch_add(u64::from(outcome.summaries.accepted), Relaxed);
-                self.metrics
-                    .records_stored
-                    .fetch_add(u64::from(outcome.accepted), Relaxed);
-                self.metrics
-                    .records_duplicate
-                    .fetch_add(u64::from(outcome.duplicates), Relaxed);
-                Ok(ExportResponse {
-                    accepted: outcome.accepted,
-                    duplicates: outcome.duplicates,
-                    refused,
-                    summaries_accepted: outcome.summaries.accepted,
-                    summaries_duplicates: outcome.summaries.duplicates,
-                    refused_summaries,
-                })
-            }
-            Err(e) => {
-                self.metrics.batches_failed.fetch_add(1, Relaxed);
-                Err(e)
-            }
-        }
+                },
+                crate::time::now_ms(),
+            );
+            metrics
+                .summaries_stored
+                .fetch_add(u64::from(outcome.summaries.accepted), Relaxed);
+            metrics
+                .records_stored
+                .fetch_add(u64::from(outcome.accepted), Relaxed);
+            metrics
+                .records_duplicate
+                .fetch_add(u64::from(outcome.duplicates), Relaxed);
+            Ok(ExportResponse {
+                accepted: outcome.accepted,
+                duplicates: outcome.duplicates,
+                refused,
+                summaries_accepted: outcome.summaries.accepted,
+                summaries_duplicates: outcome.summaries.duplicates,
+                refused_summaries,
+            })
+        });
+        committed
+            .await
+            .map_err(|e| Error::Storage(format!("the commit task failed: {e}")))?
     }
 
     /// Adds what a filter instance newly reports dropped to `/metrics`. The count is checked
@@ -426,6 +437,49 @@ mod tests {
         validate_envelope(req, &Limits::default())
             .unwrap_err()
             .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_caller_gave_up_is_still_accounted_as_stored() {
+        use crate::security::filter_auth::{FilterAuth, FilterCaps};
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let store = Arc::new(
+            Store::open(
+                dir.path(),
+                crate::config::Synchronous::Normal,
+                100_000,
+                Arc::clone(&metrics),
+            )
+            .unwrap(),
+        );
+        let caps = FilterCaps {
+            calls: 1,
+            streams: 1,
+            identities: 1,
+            identity_window_ms: 1_000,
+        };
+        let auth = Arc::new(FilterAuth::new(&[], Vec::new(), caps).unwrap());
+        let ingest = Ingest::new(Arc::clone(&store), Limits::default(), auth, metrics);
+        let now = crate::time::now_ms();
+        let req = batch((1..=5).map(|s| at(s, now)).collect());
+        // The filter's call times out: its future is dropped after the first poll, while the
+        // commit is under way.
+        let gave_up = tokio::time::timeout(std::time::Duration::ZERO, ingest.export(req.clone()));
+        assert!(gave_up.await.is_err());
+        let ledger = ingest.ledger();
+        for _ in 0..500 {
+            if ledger.rows().first().is_some_and(|r| r.stored == 5) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Its retry finds the records stored: duplicates, and no gap.
+        let retry = ingest.export(req).await.unwrap();
+        assert_eq!((retry.accepted, retry.duplicates), (0, 5));
+        let row = &ledger.rows()[0];
+        assert_eq!((row.stored, row.duplicates, row.gaps), (5, 5, 0), "{row:?}");
+        store.close().await;
     }
 
     fn time() -> TimeBounds {

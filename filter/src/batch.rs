@@ -105,6 +105,9 @@ pub struct Batch {
     urgent: usize,
     /// Records that are shed last when the buffer overflows (auth failures, Warden's blocks).
     protected: usize,
+    /// Dispatched at least once: the collector may have stored it even though the call failed
+    /// (a timeout while it was stalled), so it is shed only when nothing else is left.
+    attempted: bool,
     first_sequence: u64,
     opened_ms: u64,
 }
@@ -278,6 +281,7 @@ impl Shipper {
                     summarized_requests: 0,
                     urgent: 0,
                     protected: 0,
+                    attempted: false,
                     first_sequence: sequence,
                     opened_ms: now_ms,
                 })
@@ -327,19 +331,28 @@ impl Shipper {
 
     /// Sheds waiting batches until both bounds hold, folding their records into summaries:
     /// first the oldest holding only plain access records, then the open one if it holds only
-    /// those, and only then batches holding auth failures or Warden's blocks, oldest first (the
-    /// evidence detection and auditors need most). Batches in flight are never shed; their
-    /// number and size are bounded by the configuration.
+    /// those, then batches holding auth failures or Warden's blocks, oldest first (the evidence
+    /// detection and auditors need most), and only then batches already sent once (a call that
+    /// timed out may still be stored by a stalled collector: summarizing it too would count
+    /// its records twice). Batches in flight are never shed; their number and size are bounded
+    /// by the configuration.
     fn enforce_bounds(&mut self) -> Folded {
         let mut shed = Folded::default();
         while self.records > self.config.max_pending_records
             || self.bytes > self.config.max_pending_bytes
         {
-            let plain_queued = self.queued.iter().position(|b| b.protected == 0);
+            let plain_queued = self
+                .queued
+                .iter()
+                .position(|b| b.protected == 0 && !b.attempted);
+            let unsent_queued = || self.queued.iter().position(|b| !b.attempted);
             let victim = match plain_queued {
                 Some(i) => self.queued.remove(i),
                 None if self.open.as_ref().is_some_and(|b| b.protected == 0) => self.open.take(),
-                None => self.queued.pop_front().or_else(|| self.open.take()),
+                None => match unsent_queued() {
+                    Some(i) => self.queued.remove(i),
+                    None => self.open.take().or_else(|| self.queued.pop_front()),
+                },
             };
             let Some(old) = victim else {
                 break;
@@ -375,6 +388,7 @@ impl Shipper {
             summarized_requests: requests,
             urgent: 0,
             protected: 0,
+            attempted: false,
             first_sequence: 0,
             opened_ms: 0,
         });
@@ -412,7 +426,8 @@ impl Shipper {
     }
 
     /// The batch was dispatched as call `token`.
-    pub fn dispatched(&mut self, token: u32, batch: Batch) {
+    pub fn dispatched(&mut self, token: u32, mut batch: Batch) {
+        batch.attempted = true;
         self.in_flight.push((token, batch));
     }
 
@@ -884,6 +899,33 @@ mod tests {
             "{next_req:?}"
         );
         assert!(s.pending_len() <= c.max_pending_records);
+    }
+
+    #[test]
+    fn a_batch_sent_once_is_shed_last_since_a_stalled_collector_may_still_store_it() {
+        let c = BatchConfig {
+            max_pending_records: 6,
+            max_in_flight: 1,
+            ..cfg()
+        };
+        let mut s = shipper(&c);
+        for i in 0..3 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let b = s.next_batch(0).unwrap();
+        s.dispatched(1, b);
+        // The call times out: the batch is back at the front, and newer records overflow.
+        s.completed(1, false, 0);
+        for i in 3..12 {
+            push(&mut s, 0, &format!("/{i}"), false);
+        }
+        let retried = s.next_batch(10_000).unwrap();
+        assert_eq!(seqs(&retried), vec![1, 2, 3], "the batch sent once is kept");
+        assert_eq!(
+            s.dropped_total(),
+            6,
+            "newer, never-sent batches went instead"
+        );
     }
 
     #[test]
