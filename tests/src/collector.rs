@@ -250,6 +250,29 @@ impl Collector {
             .ok_or_else(|| format!("no records array in {body}"))
     }
 
+    /// Every record matching `query` (without `limit` or `cursor`), following `next_cursor`
+    /// page by page (10,000 records a page, the API's largest).
+    pub async fn all_records(&self, query: &str) -> Result<Vec<Value>, String> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_query = match &cursor {
+                Some(c) => format!("{query}&limit=10000&cursor={c}"),
+                None => format!("{query}&limit=10000"),
+            };
+            let url = format!("{}/api/v1/records?{page_query}", self.base_url());
+            let body = self.get_json(&url).await?;
+            let page = body["records"]
+                .as_array()
+                .ok_or_else(|| format!("no records array in {body}"))?;
+            all.extend(page.iter().cloned());
+            match body["next_cursor"].as_str() {
+                Some(next) if !page.is_empty() => cursor = Some(next.to_string()),
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// GETs `url` as the local admin and parses the JSON body; a non-2xx status is an error
     /// carrying the body.
     pub async fn get_json(&self, url: &str) -> Result<Value, String> {

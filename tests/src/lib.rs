@@ -9,6 +9,7 @@ pub mod client;
 pub mod collector;
 pub mod envoy;
 pub mod eventually;
+pub mod measure;
 pub mod paths;
 pub mod stack;
 pub mod upstream;
