@@ -64,6 +64,24 @@ const GAUGES: [(Gauge, &str); 2] = [
     (Gauge::DenylistVersion, "warden.denylist_version"),
 ];
 
+/// What every VM holds, summed over the VMs: each adds the change of its own value since it last
+/// reported (a gauge set by one VM would hide the others').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Records waiting or in flight.
+    PendingRecords,
+    /// Their encoded bytes.
+    PendingBytes,
+    /// Record summaries waiting to leave.
+    Summaries,
+}
+
+const HELD: [(Held, &str); 3] = [
+    (Held::PendingRecords, "warden.pending_records"),
+    (Held::PendingBytes, "warden.pending_bytes"),
+    (Held::Summaries, "warden.summaries_held"),
+];
+
 const COUNTER_COUNT: usize = 11;
 
 /// Metric ids and the counts not yet added to Envoy's counters.
@@ -71,6 +89,8 @@ const COUNTER_COUNT: usize = 11;
 pub struct Metrics {
     counter_ids: [Option<u32>; COUNTER_COUNT],
     gauge_ids: [Option<u32>; 2],
+    held_ids: [Option<u32>; 3],
+    held_reported: [u64; 3],
     pending: [u64; COUNTER_COUNT],
 }
 
@@ -90,6 +110,9 @@ impl Metrics {
         }
         for (i, (_, name)) in GAUGES.iter().enumerate() {
             m.gauge_ids[i] = define(MetricType::Gauge, name);
+        }
+        for (i, (_, name)) in HELD.iter().enumerate() {
+            m.held_ids[i] = define(MetricType::Gauge, name);
         }
         m
     }
@@ -111,6 +134,22 @@ impl Metrics {
                 host.increment_metric(id, i64::try_from(*n).unwrap_or(i64::MAX));
             }
             *n = 0;
+        }
+    }
+
+    /// Reports what this VM holds now (on the tick: one host call per value that changed).
+    pub fn hold(&mut self, host: &impl Host, held: Held, value: u64) {
+        let Some(i) = HELD.iter().position(|(h, _)| *h == held) else {
+            return;
+        };
+        let before = self.held_reported[i];
+        if value == before {
+            return;
+        }
+        if let Some(id) = self.held_ids[i] {
+            let delta = i128::from(value) - i128::from(before);
+            host.increment_metric(id, i64::try_from(delta).unwrap_or(0));
+            self.held_reported[i] = value;
         }
     }
 

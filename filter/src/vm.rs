@@ -30,7 +30,7 @@ use crate::deny_reply::DenyReply;
 use crate::denylist::DenyList;
 use crate::headers::{RequestHeaders, Wanted};
 use crate::host::{BufferType, Host, LogLevel, MapType, Status, property_path, serialize_pairs};
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Gauge, Held, Metrics};
 use crate::request::{self, Blocked, Completed};
 use crate::subscribe::{Received, Subscription};
 
@@ -453,6 +453,14 @@ impl Vm {
             if self.denylist.purge(i64::try_from(now).unwrap_or(i64::MAX)) > 0 {
                 self.update_gauges(host);
             }
+        }
+        if let Some(shipper) = self.shipper.as_ref() {
+            self.metrics
+                .hold(host, Held::PendingRecords, shipper.pending_len() as u64);
+            self.metrics
+                .hold(host, Held::PendingBytes, shipper.pending_bytes() as u64);
+            self.metrics
+                .hold(host, Held::Summaries, shipper.summaries_held() as u64);
         }
         self.metrics.flush(host);
     }

@@ -627,6 +627,27 @@ fn counters_reach_envoy_on_the_tick_not_per_request() {
 }
 
 #[test]
+fn what_the_buffer_holds_reaches_envoy_on_the_tick() {
+    let mut s = setup("{}");
+    for c in 0..7 {
+        request(&mut s, c);
+    }
+    assert_eq!(s.host.metric("warden.pending_records"), 0, "not per request");
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.pending_records"), 7);
+    assert!(s.host.metric("warden.pending_bytes") > 7 * 20);
+    // Acknowledged: the gauge comes back down (each VM adds its own change, so the VMs of a
+    // worker pool add up).
+    advance(&mut s, 10_000);
+    s.vm.tick(&s.host);
+    let token = s.host.calls.borrow()[0].token;
+    s.vm.grpc_receive(&s.host, token, 0);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.pending_records"), 0);
+    assert_eq!(s.host.metric("warden.pending_bytes"), 0);
+}
+
+#[test]
 fn a_worker_at_twenty_thousand_requests_a_second_drops_nothing_with_a_healthy_collector() {
     // Four seconds of 20,000 requests/s (twice what one Envoy worker did in the issue's
     // measurement, where one batch of 100 per tick dropped 9%), against a collector that
