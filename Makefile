@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The e2e suite starts an Envoy and a collector per test; two at a time suits a 2-core machine.
 E2E_THREADS ?= 2
 
-.PHONY: all setup filter build demo test unit e2e lint fmt bench profile clean
+.PHONY: all setup filter build demo test unit fuzz fuzz-smoke e2e lint fmt bench profile clean
 
 all: build
 
@@ -21,21 +21,37 @@ build: filter
 demo: build
 	@scripts/demo.sh
 
-test: build lint unit e2e
+test: build lint unit fuzz-smoke e2e
 
 unit:
 	$(CARGO) test --locked --workspace --exclude warden-e2e
 
+# Coverage-guided fuzzing (fuzz/, libFuzzer): each target for FUZZ_SECONDS (default 60) seconds;
+# `make test` runs each for FUZZ_SMOKE_SECONDS (default 10). See scripts/fuzz.sh.
+fuzz: setup
+	@scripts/fuzz.sh
+
+fuzz-smoke: setup
+	@scripts/fuzz.sh smoke
+
 e2e: build
 	$(CARGO) test --locked -p warden-e2e -- --test-threads=$(E2E_THREADS)
 
+# The fault tests at full length (10 collector kills in 2 min, a 60 s stall) and the ban soak
+# (100,000 bans), one test at a time, about 18 minutes; `make test` runs the short fault tests.
+.PHONY: soak
+soak: build
+	@scripts/soak.sh
+
 lint: setup
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	@scripts/build-filter.sh clippy
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
 bench: build
 	@scripts/bench-throughput.sh
@@ -45,3 +61,4 @@ profile: build
 
 clean:
 	$(CARGO) clean
+	rm -rf fuzz/target

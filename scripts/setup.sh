@@ -5,6 +5,7 @@
 #     sources, rust-lld and clippy (see ../shared/ENVIRONMENT.md)
 #   - wrk (load generator for the benchmarks), sqlite3 (to inspect the store) and kubectl (its
 #     kustomize renders the Kubernetes manifests the tests check)
+#   - g++ (libFuzzer, built from source for the fuzz targets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENVOY_VERSION=1.40.0
@@ -18,6 +19,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   done
 fi
 command -v wrk >/dev/null 2>&1 || apt_packages+=(wrk)
+# A C++ compiler: the fuzz targets build libFuzzer from its sources (scripts/fuzz.sh).
+command -v c++ >/dev/null 2>&1 || apt_packages+=(g++)
 command -v sqlite3 >/dev/null 2>&1 || apt_packages+=(sqlite3)
 command -v kubectl >/dev/null 2>&1 || apt_packages+=(kubectl)
 if [ ${#apt_packages[@]} -gt 0 ]; then
