@@ -447,6 +447,28 @@ fn any_bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
     }
 }
 
+/// A time for a message: RFC 3339, or the raw number when it is not a representable time (an
+/// edited row can hold anything).
+fn when(ms: i64) -> String {
+    let t = crate::time::rfc3339(ms);
+    if t.is_empty() {
+        format!("{ms} ms (not a representable time)")
+    } else {
+        t
+    }
+}
+
+/// What is wrong when a chain's end and its head disagree.
+fn head_mismatch(chain: &str, unit: &str, end: i64, head: i64, removed: &str) -> String {
+    if end == head {
+        format!(
+            "the {chain}'s head names {unit} {head} with another hash than the {unit} stored there: the head or the end of the chain was rewritten"
+        )
+    } else {
+        format!("the {chain} ends at {unit} {end}, but its head says {head}: {removed}")
+    }
+}
+
 fn verify_blocks(conn: &Connection, report: &mut Report) -> Result<(), Error> {
     let (mut position, mut prev) = match head(conn, "blocks_anchor")? {
         Some(anchor) => anchor,
@@ -499,8 +521,8 @@ fn verify_blocks(conn: &Connection, report: &mut Report) -> Result<(), Error> {
         if expected != stored {
             report.problems.push(format!(
                 "record block {id} (records from {} to {}) was modified, or a block before it was",
-                crate::time::rfc3339(row.min_time_ms),
-                crate::time::rfc3339(row.max_time_ms)
+                when(row.min_time_ms),
+                when(row.max_time_ms)
             ));
         } else {
             report.blocks += 1;
@@ -512,8 +534,12 @@ fn verify_blocks(conn: &Connection, report: &mut Report) -> Result<(), Error> {
     }
     match head(conn, "blocks_head")? {
         Some((head_position, head_hash)) if head_position != position || head_hash != prev => {
-            report.problems.push(format!(
-                "the record chain ends at link {position}, but its head says {head_position}: blocks at the end were removed"
+            report.problems.push(head_mismatch(
+                "record chain",
+                "link",
+                position,
+                head_position,
+                "blocks at the end were removed",
             ));
         }
         _ => {}
@@ -580,8 +606,12 @@ fn verify_summaries(conn: &Connection, report: &mut Report) -> Result<(), Error>
     if let Some((head_position, head_hash)) = head(conn, "summaries_head")?
         && (head_position != position || head_hash != prev)
     {
-        report.problems.push(format!(
-            "the summary chain ends at link {position}, but its head says {head_position}: summaries at the end were removed"
+        report.problems.push(head_mismatch(
+            "summary chain",
+            "link",
+            position,
+            head_position,
+            "summaries at the end were removed",
         ));
     }
     let outside: i64 = conn.query_row(
@@ -665,8 +695,12 @@ fn verify_audit(conn: &Connection, report: &mut Report) -> Result<(), Error> {
     if let Some((head_id, head_hash)) = head(conn, "audit_head")?
         && (head_id != last || head_hash != prev)
     {
-        report.problems.push(format!(
-            "the decisions audit chain ends at entry {last}, but its head says {head_id}: entries at the end were removed"
+        report.problems.push(head_mismatch(
+            "decisions audit chain",
+            "entry",
+            last,
+            head_id,
+            "entries at the end were removed",
         ));
     }
     Ok(())
@@ -1256,6 +1290,30 @@ mod tests {
         let report = verify(dir.path()).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!((report.summaries, report.pruned_summaries), (3, 0));
+    }
+
+    #[test]
+    fn a_head_rewritten_in_place_and_an_impossible_time_are_named_plainly() {
+        assert!(head_mismatch("record chain", "link", 5, 5, "x").contains("another hash"));
+        assert!(head_mismatch("record chain", "link", 4, 5, "x").contains("ends at link 4"));
+        assert_eq!(
+            when(i64::MAX),
+            format!("{} ms (not a representable time)", i64::MAX)
+        );
+        let dir = trail(3);
+        let report = tamper(
+            &dir,
+            RECORDS,
+            "UPDATE chain_meta SET hash = x'00' WHERE key = 'blocks_head'",
+        );
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("head names link 3 with another hash")),
+            "{:?}",
+            report.problems
+        );
     }
 
     #[test]
