@@ -632,7 +632,11 @@ fn what_the_buffer_holds_reaches_envoy_on_the_tick() {
     for c in 0..7 {
         request(&mut s, c);
     }
-    assert_eq!(s.host.metric("warden.pending_records"), 0, "not per request");
+    assert_eq!(
+        s.host.metric("warden.pending_records"),
+        0,
+        "not per request"
+    );
     s.vm.tick(&s.host);
     assert_eq!(s.host.metric("warden.pending_records"), 7);
     assert!(s.host.metric("warden.pending_bytes") > 7 * 20);
