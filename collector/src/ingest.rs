@@ -463,10 +463,16 @@ mod tests {
         let ingest = Ingest::new(Arc::clone(&store), Limits::default(), auth, metrics);
         let now = crate::time::now_ms();
         let req = batch((1..=5).map(|s| at(s, now)).collect());
-        // The filter's call times out: its future is dropped after the first poll, while the
-        // commit is under way.
-        let gave_up = tokio::time::timeout(std::time::Duration::ZERO, ingest.export(req.clone()));
-        assert!(gave_up.await.is_err());
+        // The filter's call times out: its future is dropped after exactly one poll, while the
+        // commit is under way. (A zero `timeout` is not enough: tokio rounds its deadline up to
+        // the next millisecond, and a fast disk commits within it.)
+        let mut call = Box::pin(ingest.export(req.clone()));
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(call.as_mut().poll(cx))).await;
+        assert!(
+            first.is_pending(),
+            "the call finished on its first poll: {first:?}"
+        );
+        drop(call);
         let ledger = ingest.ledger();
         for _ in 0..500 {
             if ledger.rows().first().is_some_and(|r| r.stored == 5) {
