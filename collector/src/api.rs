@@ -8,7 +8,7 @@ use crate::detection::{Detection, query_rule_decisions};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::push::Registry;
-use crate::query::{RecordQuery, parse_field, parse_limit};
+use crate::store::query::{RecordQuery, parse_field, parse_limit};
 use crate::report::{ReportFormat, ReportQuery, ReportResponse, access_report, to_csv};
 use crate::security::api_auth::Caller;
 use crate::security::audit_log::{ApiAudit, AuditQuery};

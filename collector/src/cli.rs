@@ -3,7 +3,7 @@
 //! reported with the flag's name before anything is sent.
 
 use crate::decisions::DecisionAction;
-use crate::query::{Cursor, DecisionFilter, StatusFilter};
+use crate::store::query::{Cursor, DecisionFilter, StatusFilter};
 use crate::report::{ReportFormat, ReportRow, to_csv};
 use crate::target::Target;
 use crate::time::{TimeBound, Ttl};

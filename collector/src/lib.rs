@@ -16,7 +16,6 @@ pub mod explain;
 pub mod ingest;
 pub mod metrics;
 pub mod push;
-pub mod query;
 pub mod replay;
 pub mod report;
 pub mod safe_text;

@@ -7,7 +7,7 @@
 //! exactly what it saw live.
 
 use crate::error::Error;
-use crate::query::{RecordFilter, RecordQuery};
+use crate::store::query::{RecordFilter, RecordQuery};
 use crate::store::scan::Order;
 use crate::store::{Store, scan_matching};
 use crate::time::{TimeBound, now_ms, rfc3339};

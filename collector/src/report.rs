@@ -3,7 +3,7 @@
 //! and last, and how many of those attempts were denied.
 
 use crate::error::Error;
-use crate::query::{RecordFilter, RecordQuery, parse_field};
+use crate::store::query::{RecordFilter, RecordQuery, parse_field};
 use crate::store::scan::Order;
 use crate::store::{Store, scan_matching};
 use crate::time::{TimeBound, rfc3339};

@@ -122,8 +122,7 @@ pub async fn serve(
     let rules_source = RulesSource::from_config(&config);
     let rules = rules_source.load()?;
     let metrics = Arc::new(Metrics::default());
-    // The main database first: its open names the file when it is damaged (the record store
-    // attaches it later to migrate old rows).
+    // The main database first: its open names the file when it is damaged.
     let main_db = config.storage.data_dir.join(MAIN_DB_FILE);
     std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
         ServeError::Config(format!(

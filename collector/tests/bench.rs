@@ -311,7 +311,7 @@ fn rules_engine_throughput_and_memory() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn query_latency() {
-    use warden_collector::query::{RecordQuery, StatusFilter};
+    use warden_collector::store::query::{RecordQuery, StatusFilter};
     use warden_collector::report::{ReportFormat, ReportQuery, access_report};
     use warden_collector::time::TimeBound;
     let total = env_or("BENCH_RECORDS", 2_000_000);

@@ -7,16 +7,16 @@
 //! connections (WAL lets them run beside the writer).
 
 pub mod block;
-mod legacy;
+pub mod query;
 pub mod scan;
 pub mod sequences;
 pub mod summaries;
 
 use crate::config::Synchronous;
-use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
+use crate::db::{ReadPool, open_connection};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::query::{Cursor, RecordFilter, RecordQuery, StoredRecord};
+use crate::store::query::{Cursor, RecordFilter, RecordQuery, StoredRecord};
 use block::{BLOCK_RECORDS, CODEC_PROTOBUF_LZ4, Entry};
 use rusqlite::{Connection, OptionalExtension, params};
 use scan::{Order, ScanRange};
@@ -165,8 +165,7 @@ impl Store {
         conn.execute_batch(summaries::SCHEMA)?;
         conn.execute_batch(crate::trail::BLOCK_CHAIN_SCHEMA)?;
         conn.execute_batch(crate::trail::SUMMARY_CHAIN_SCHEMA)?;
-        let mut writer_state = Writer::load(conn, max_group_records)?;
-        writer_state.migrate_legacy(&data_dir.join(MAIN_DB_FILE))?;
+        let writer_state = Writer::load(conn, max_group_records)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let writer = std::thread::Builder::new()
             .name("warden-store-writer".into())
@@ -388,53 +387,6 @@ impl Writer {
             max_group_records,
             compacted_through,
         })
-    }
-
-    /// Moves the warden 0.1 `records` table of `main_db` (if it has one) into blocks, then drops
-    /// it. The blocks and their sequences commit together; if the drop does not happen (a crash
-    /// between the two commits), the next start moves nothing twice: every sequence is known.
-    fn migrate_legacy(&mut self, main_db: &Path) -> Result<(), Error> {
-        if !main_db.exists() {
-            return Ok(());
-        }
-        self.conn
-            .execute("ATTACH DATABASE ?1 AS legacy", [main_db.to_string_lossy()])?;
-        let moved = self.move_legacy_records();
-        let detached = self.conn.execute_batch("DETACH DATABASE legacy");
-        moved?;
-        detached?;
-        Ok(())
-    }
-
-    fn move_legacy_records(&mut self) -> Result<(), Error> {
-        if !legacy::needs_migration(&self.conn)? {
-            return Ok(());
-        }
-        tracing::info!("moving records from the warden 0.1 table into records.db");
-        let started = Instant::now();
-        let checkpoint_span = self.max_block_span_ms;
-        let tx = self.conn.transaction()?;
-        let span = &mut self.max_block_span_ms;
-        let moved = legacy::migrate(&tx, &mut self.sequences, |block, received_ms| {
-            insert_block(&tx, None, block, received_ms, span)
-        });
-        let (moved, touched) = match moved {
-            Ok(m) => m,
-            Err(e) => {
-                self.max_block_span_ms = checkpoint_span;
-                return Err(e);
-            }
-        };
-        self.sequences
-            .persist(&tx, touched.iter(), crate::time::now_ms())?;
-        tx.commit()?;
-        self.conn.execute_batch("DROP TABLE legacy.records")?;
-        tracing::info!(
-            records = moved,
-            seconds = started.elapsed().as_secs_f64(),
-            "moved the warden 0.1 records into records.db"
-        );
-        Ok(())
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Job>, metrics: &Metrics) {
@@ -912,7 +864,7 @@ pub async fn retention_task(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::query::StatusFilter;
+    use crate::store::query::StatusFilter;
     use warden_proto::pb::{
         AuthDecision, DenyKind, Mechanism, Principal, PrincipalSource, Verdict,
     };

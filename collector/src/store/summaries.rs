@@ -9,7 +9,7 @@
 //! Queries add up the summaries of every filter instance for the same key.
 
 use crate::error::Error;
-use crate::query::{host_matches, parse_field, parse_limit};
+use crate::store::query::{host_matches, parse_field, parse_limit};
 use crate::target::Target;
 use crate::time::TimeBound;
 use rusqlite::{Connection, Transaction, params};
