@@ -10,6 +10,9 @@
 //! non-UTF-8 header values, and copies every header into its own `String`. What remains here is
 //! the ABI's plain contract: unsafe only where Wasm memory crosses the boundary.
 //!
+//! `#[no_mangle]` exports a callback whatever its Rust visibility, so the callbacks are
+//! `pub(crate)` like the rest of the crate's glue.
+//!
 //! Not exported, on purpose: `proxy_on_context_create`, `proxy_on_done` and `proxy_on_delete`
 //! (per-request VM entries with nothing to do: the filter keeps no per-request state but for the
 //! few requests it answers itself), request and response bodies, trailers and response headers.
@@ -145,7 +148,7 @@ fn returned(call: impl FnOnce(*mut *mut u8, *mut usize) -> u32) -> Result<Vec<u8
 
 /// The Envoy host, through the imported functions.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WasmHost;
+pub(crate) struct WasmHost;
 
 impl Host for WasmHost {
     fn log(&self, level: LogLevel, message: &str) {
@@ -417,11 +420,11 @@ fn with_vm<T>(default: T, f: impl FnOnce(&mut Vm) -> T) -> T {
 
 /// Marks the ABI version.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_abi_version_0_2_1() {}
+pub(crate) extern "C" fn proxy_abi_version_0_2_1() {}
 
 /// Allocates memory Envoy writes returned values into (freed by [`owned`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+pub(crate) extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
     let mut buffer: Vec<u8> = Vec::with_capacity(size);
     let pointer = buffer.as_mut_ptr();
     std::mem::forget(buffer);
@@ -431,7 +434,10 @@ pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
 /// The VM starts: a panic (a bug: it aborts the VM, and `failure_policy: FAIL_OPEN` lets
 /// traffic pass) is logged at critical level first; the rest waits for a configuration.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_vm_start(_root_context: u32, _vm_configuration_size: usize) -> u32 {
+pub(crate) extern "C" fn proxy_on_vm_start(
+    _root_context: u32,
+    _vm_configuration_size: usize,
+) -> u32 {
     std::panic::set_hook(Box::new(|info| {
         WasmHost.log(
             LogLevel::Critical,
@@ -443,7 +449,7 @@ pub extern "C" fn proxy_on_vm_start(_root_context: u32, _vm_configuration_size: 
 
 /// A root context receives its configuration.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_configure(_root_context: u32, configuration_size: usize) -> u32 {
+pub(crate) extern "C" fn proxy_on_configure(_root_context: u32, configuration_size: usize) -> u32 {
     u32::from(with_vm(false, |vm| {
         vm.configure(&WasmHost, configuration_size)
     }))
@@ -451,7 +457,7 @@ pub extern "C" fn proxy_on_configure(_root_context: u32, configuration_size: usi
 
 /// A request's headers arrived.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, _end: u32) -> u32 {
+pub(crate) extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, _end: u32) -> u32 {
     with_vm(crate::vm::CONTINUE, |vm| {
         vm.request_headers(&WasmHost, context)
     })
@@ -459,30 +465,30 @@ pub extern "C" fn proxy_on_request_headers(context: u32, _headers: usize, _end: 
 
 /// A request completed.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_log(context: u32) {
+pub(crate) extern "C" fn proxy_on_log(context: u32) {
     with_vm((), |vm| vm.log(&WasmHost, context));
 }
 
 /// The tick of a root context.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_tick(_root_context: u32) {
+pub(crate) extern "C" fn proxy_on_tick(_root_context: u32) {
     with_vm((), |vm| vm.tick(&WasmHost));
 }
 
 /// The wake queue has a message.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_queue_ready(_root_context: u32, queue: u32) {
+pub(crate) extern "C" fn proxy_on_queue_ready(_root_context: u32, queue: u32) {
     with_vm((), |vm| vm.queue_ready(&WasmHost, queue));
 }
 
 /// A gRPC call answered, or a stream pushed a message.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_receive(_context: u32, token: u32, size: usize) {
+pub(crate) extern "C" fn proxy_on_grpc_receive(_context: u32, token: u32, size: usize) {
     with_vm((), |vm| vm.grpc_receive(&WasmHost, token, size));
 }
 
 /// A gRPC call failed, or a stream closed.
 #[unsafe(no_mangle)]
-pub extern "C" fn proxy_on_grpc_close(_context: u32, token: u32, status_code: u32) {
+pub(crate) extern "C" fn proxy_on_grpc_close(_context: u32, token: u32, status_code: u32) {
     with_vm((), |vm| vm.grpc_close(&WasmHost, token, status_code));
 }

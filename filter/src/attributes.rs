@@ -14,13 +14,13 @@
 //! request, the common case, reads every attribute unguarded; a local reply reads the guarded
 //! list. If even that fails (a reset before any response), a fully guarded expression is
 //! evaluated, and an Envoy without CEL support gets one property read per attribute. All three
-//! produce the same list, decoded here into [`Attributes`].
+//! produce the same list, decoded here into `Attributes`.
 
 use crate::host::{Host, Pairs, Status, property_path, serialize_pairs};
 
 /// One attribute of the record, in the order of the evaluated list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attr {
+pub(crate) enum Attr {
     /// `source.address` (`ip:port`).
     SourceAddress,
     /// `request.duration`.
@@ -122,7 +122,7 @@ pub struct Plan {
 
 /// The expression tokens Envoy gave for a [`Plan`] (`None`: CEL unavailable, read properties).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Compiled {
+pub(crate) struct Compiled {
     /// The branching expression (the common case).
     pub fast: Option<u32>,
     /// The fully guarded expression (when the fast one fails).
@@ -150,11 +150,6 @@ impl Plan {
             attrs.push(Attr::Metadata);
         }
         Self { attrs }
-    }
-
-    /// The attributes, in list order.
-    pub fn attrs(&self) -> &[Attr] {
-        &self.attrs
     }
 
     /// The common-case expression: unguarded when the request reached an upstream, guarded
@@ -192,14 +187,14 @@ impl Plan {
     }
 
     /// Every attribute guarded: evaluates whatever Envoy lacks.
-    pub fn guarded_expression(&self) -> String {
+    pub(crate) fn guarded_expression(&self) -> String {
         let all: Vec<String> = self.attrs.iter().map(|a| guarded(&a.spec())).collect();
         format!("[{}]", all.join(", "))
     }
 
     /// Compiles both expressions with Envoy (`expr_create`). `Err` says why CEL is unavailable;
     /// the filter then reads properties one by one.
-    pub fn compile(&self, host: &impl Host) -> Result<Compiled, String> {
+    pub(crate) fn compile(&self, host: &impl Host) -> Result<Compiled, String> {
         let create = |text: String| -> Result<u32, String> {
             let token = host
                 .call_foreign("expr_create", text.as_bytes())
@@ -217,7 +212,7 @@ impl Plan {
     }
 
     /// Reads the attributes: one expression evaluation in the common case.
-    pub fn read(&self, host: &impl Host, compiled: Compiled) -> Vec<u8> {
+    pub(crate) fn read(&self, host: &impl Host, compiled: Compiled) -> Vec<u8> {
         for token in [compiled.fast, compiled.guarded].into_iter().flatten() {
             match host.call_foreign("expr_evaluate", &token.to_le_bytes()) {
                 Ok(bytes) => return bytes,
@@ -254,7 +249,7 @@ impl Plan {
 
     /// Decodes an evaluated list. Positions follow [`Plan::attrs`]; a missing or malformed
     /// element reads as absent.
-    pub fn decode<'a>(&self, list: &'a [u8]) -> Attributes<'a> {
+    pub(crate) fn decode<'a>(&self, list: &'a [u8]) -> Attributes<'a> {
         let mut out = Attributes::default();
         for (attr, (value, _)) in self.attrs.iter().zip(Pairs::new(list)) {
             match attr {
@@ -278,7 +273,7 @@ impl Plan {
 }
 
 /// A CEL list's serialisation: the elements as the names of pairs with empty values.
-pub fn list<'a>(elements: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+pub(crate) fn list<'a>(elements: impl Iterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
     let mut out = Vec::new();
     serialize_pairs(elements.map(|e| (e, &b""[..])), &mut out);
     out
@@ -324,7 +319,7 @@ fn int(value: &[u8]) -> i64 {
 
 /// The TLS facts of the downstream connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tls<'a> {
+pub(crate) struct Tls<'a> {
     /// `connection.tls_version` (empty: plaintext).
     pub version: &'a [u8],
     /// `connection.requested_server_name`.
@@ -359,7 +354,7 @@ impl<'a> Tls<'a> {
 
 /// The stream attributes of one request, borrowed from the evaluated list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Attributes<'a> {
+pub(crate) struct Attributes<'a> {
     /// `source.address`, `ip:port`.
     pub source_address: &'a [u8],
     /// Request start to stream end, ns.
@@ -390,7 +385,7 @@ pub struct Attributes<'a> {
 
 /// Builds what Envoy would return for `plan` from `values` (tests and the fake host).
 #[cfg(test)]
-pub fn encode_for_test(plan: &Plan, values: &Attributes<'_>) -> Vec<u8> {
+pub(crate) fn encode_for_test(plan: &Plan, values: &Attributes<'_>) -> Vec<u8> {
     let tls = if values.tls.version.is_empty() {
         list(std::iter::empty())
     } else {

@@ -2,7 +2,7 @@
 //! batch; seals a batch when it holds `max_records` records or `max_batch_bytes` bytes, or when
 //! its flush interval elapsed; keeps up to `max_in_flight` `Export` calls outstanding; puts a
 //! failed batch back at the front with backoff; bounds everything it holds in records and
-//! bytes, folding the oldest batches beyond the bounds into [`summary`](crate::summary) counts
+//! bytes, folding the oldest batches beyond the bounds into `summary` counts
 //! (and counting what even those cannot hold).
 //!
 //! A batch's bytes are the `ExportRequest` itself: the filter identity (encoded once), then the
@@ -26,64 +26,18 @@ use std::collections::VecDeque;
 
 use prost::Message;
 use prost::encoding::encode_varint;
-use warden_proto::pb::{AccessRecord, DropCounts, FilterIdentity};
+use warden_proto::pb::{DropCounts, FilterIdentity};
 
+use crate::backoff::Backoff;
 use crate::config::BatchConfig;
 use crate::identity::DecisionView;
 use crate::summary::{Folded, SummaryTable};
 use warden_proto::pb::{DenyKind, Mechanism, Verdict};
 
-/// Exponential backoff with a cap; `delay_ms` is 0 while healthy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backoff {
-    initial_ms: u64,
-    max_ms: u64,
-    delay_ms: u64,
-    not_before_ms: u64,
-}
-
-impl Backoff {
-    /// A healthy backoff with the given bounds.
-    pub fn new(initial_ms: u64, max_ms: u64) -> Self {
-        Self {
-            initial_ms,
-            max_ms,
-            delay_ms: 0,
-            not_before_ms: 0,
-        }
-    }
-
-    /// Records a failure at `now_ms`: the next attempt waits, twice as long as last time.
-    pub fn fail(&mut self, now_ms: u64) {
-        self.delay_ms = if self.delay_ms == 0 {
-            self.initial_ms
-        } else {
-            self.delay_ms.saturating_mul(2).min(self.max_ms)
-        };
-        self.not_before_ms = now_ms.saturating_add(self.delay_ms);
-    }
-
-    /// Records a success: the next failure starts from the initial delay again.
-    pub fn succeed(&mut self) {
-        self.delay_ms = 0;
-        self.not_before_ms = 0;
-    }
-
-    /// Whether an attempt may be made at `now_ms`.
-    pub fn ready(&self, now_ms: u64) -> bool {
-        now_ms >= self.not_before_ms
-    }
-
-    /// The current delay (0 when healthy).
-    pub fn delay_ms(&self) -> u64 {
-        self.delay_ms
-    }
-}
-
 /// Whether a record should be shipped without waiting for the flush interval: its status is one
 /// of `urgent_statuses`, or an auth mechanism denied it. Warden's own blocks are not urgent: the
 /// client is already stopped, and an attacker hammering a block must not turn into one call each.
-pub fn is_urgent(config: &BatchConfig, status: u32, decision: &DecisionView<'_>) -> bool {
+pub(crate) fn is_urgent(config: &BatchConfig, status: u32, decision: &DecisionView<'_>) -> bool {
     let own_block = decision.mechanism == Mechanism::WardenDenyList
         || matches!(decision.deny_kind, DenyKind::Blocked | DenyKind::Throttled);
     if own_block {
@@ -108,7 +62,6 @@ pub struct Batch {
     /// Dispatched at least once: the collector may have stored it even though the call failed
     /// (a timeout while it was stalled), so it is shed only when nothing else is left.
     attempted: bool,
-    first_sequence: u64,
     opened_ms: u64,
 }
 
@@ -118,26 +71,15 @@ impl Batch {
         &self.bytes
     }
 
-    /// Records in the batch.
-    pub fn len(&self) -> usize {
+    /// Records in the batch (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.records
     }
 
-    /// Whether the batch holds no record.
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// The sequence numbers it carries (first, last).
-    pub fn sequences(&self) -> (u64, u64) {
-        (
-            self.first_sequence,
-            self.first_sequence + self.records as u64 - 1,
-        )
-    }
-
-    /// Summaries in the batch.
-    pub fn summaries(&self) -> usize {
+    /// Summaries in the batch (tests).
+    #[cfg(test)]
+    fn summaries(&self) -> usize {
         self.summaries
     }
 
@@ -157,7 +99,7 @@ impl Batch {
 
 /// What the shipper did with an `Export` outcome or a new record, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Records acknowledged by the collector.
     pub sent: u64,
     /// Records of a failed batch (they are retried).
@@ -184,7 +126,7 @@ pub struct Appended {
 
 /// How much a record matters when the buffer overflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Priority {
+pub(crate) enum Priority {
     /// A plain access record: shed first.
     Plain,
     /// A request Warden refused: kept before plain records.
@@ -243,7 +185,7 @@ impl Shipper {
     }
 
     /// Applies a new configuration: limits apply from the next batch on.
-    pub fn reconfigure(&mut self, config: &BatchConfig, max_record_bytes: usize) {
+    pub(crate) fn reconfigure(&mut self, config: &BatchConfig, max_record_bytes: usize) {
         self.config = config.clone();
         self.max_record_bytes = max_record_bytes;
         self.summaries.set_max_keys(config.max_summaries);
@@ -251,13 +193,13 @@ impl Shipper {
     }
 
     /// The record size bound encoders must keep.
-    pub fn max_record_bytes(&self) -> usize {
+    pub(crate) fn max_record_bytes(&self) -> usize {
         self.max_record_bytes
     }
 
     /// Numbers a record and appends it to the open batch: `encode(sequence, buffer)` writes it
     /// as an `ExportRequest.records` element.
-    pub fn append(
+    pub(crate) fn append(
         &mut self,
         now_ms: u64,
         priority: Priority,
@@ -282,7 +224,6 @@ impl Shipper {
                     urgent: 0,
                     protected: 0,
                     attempted: false,
-                    first_sequence: sequence,
                     opened_ms: now_ms,
                 })
             }
@@ -319,8 +260,9 @@ impl Shipper {
         self.in_flight.iter().any(|(_, b)| b.urgent > 0)
     }
 
-    /// Whether an urgent record is waiting.
-    pub fn has_urgent(&self) -> bool {
+    /// Whether an urgent record is waiting (tests).
+    #[cfg(test)]
+    fn has_urgent(&self) -> bool {
         self.open.as_ref().is_some_and(|b| b.urgent > 0) || self.queued.iter().any(|b| b.urgent > 0)
     }
 
@@ -389,7 +331,6 @@ impl Shipper {
             urgent: 0,
             protected: 0,
             attempted: false,
-            first_sequence: 0,
             opened_ms: 0,
         });
     }
@@ -426,7 +367,7 @@ impl Shipper {
     }
 
     /// The batch was dispatched as call `token`.
-    pub fn dispatched(&mut self, token: u32, mut batch: Batch) {
+    pub(crate) fn dispatched(&mut self, token: u32, mut batch: Batch) {
         batch.attempted = true;
         self.in_flight.push((token, batch));
     }
@@ -437,7 +378,7 @@ impl Shipper {
     }
 
     /// Call `token` completed; `ok` only when the collector returned gRPC OK.
-    pub fn completed(&mut self, token: u32, ok: bool, now_ms: u64) -> Outcome {
+    pub(crate) fn completed(&mut self, token: u32, ok: bool, now_ms: u64) -> Outcome {
         let Some(batch) = self.take_in_flight(token) else {
             return Outcome::default();
         };
@@ -459,7 +400,7 @@ impl Shipper {
     /// Call `token` was refused as invalid (gRPC INVALID_ARGUMENT): the same records would be
     /// refused again, and retrying them at the front of the buffer would hold back every record
     /// behind them, so the batch is dropped and counted.
-    pub fn rejected(&mut self, token: u32) -> Outcome {
+    pub(crate) fn rejected(&mut self, token: u32) -> Outcome {
         let Some(batch) = self.take_in_flight(token) else {
             return Outcome::default();
         };
@@ -482,7 +423,7 @@ impl Shipper {
 
     /// A batch that could not be sent (dispatch refused or call failed) goes back to the front,
     /// unchanged, and the shipper backs off.
-    pub fn requeue(&mut self, batch: Batch, now_ms: u64) -> Outcome {
+    pub(crate) fn requeue(&mut self, batch: Batch, now_ms: u64) -> Outcome {
         self.backoff.fail(now_ms);
         if batch.summaries > 0 {
             self.summary_batch = Some(batch);
@@ -499,48 +440,44 @@ impl Shipper {
         }
     }
 
-    /// Records not sent one by one so far (cumulative, sent in each batch).
-    pub fn dropped_total(&self) -> u64 {
+    /// Records not sent one by one so far (tests; the batches carry it).
+    #[cfg(test)]
+    pub(crate) fn dropped_total(&self) -> u64 {
         self.dropped.summarized + self.dropped.buffer_full + self.dropped.batch_refused
     }
 
-    /// The same, by reason.
-    pub fn dropped(&self) -> &DropCounts {
+    /// The same, by reason (tests).
+    #[cfg(test)]
+    fn dropped(&self) -> &DropCounts {
         &self.dropped
     }
 
     /// Summaries waiting in the table (not yet cut into a batch).
-    pub fn summaries_held(&self) -> usize {
+    pub(crate) fn summaries_held(&self) -> usize {
         self.summaries.len()
     }
 
     /// Records held (waiting or in flight).
-    pub fn pending_len(&self) -> usize {
+    pub(crate) fn pending_len(&self) -> usize {
         self.records
     }
 
     /// Encoded bytes held (waiting or in flight).
-    pub fn pending_bytes(&self) -> usize {
+    pub(crate) fn pending_bytes(&self) -> usize {
         self.bytes
     }
 
-    /// Export calls outstanding.
-    pub fn in_flight(&self) -> usize {
+    /// Export calls outstanding (tests).
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
-}
-
-/// Decodes a batch's records (tests and diagnostics).
-pub fn decode_records(body: &[u8]) -> Vec<AccessRecord> {
-    warden_proto::pb::ExportRequest::decode(body)
-        .map(|r| r.records)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_proto::pb::ExportRequest;
+    use warden_proto::pb::{AccessRecord, ExportRequest};
 
     fn cfg() -> BatchConfig {
         BatchConfig {
@@ -586,6 +523,13 @@ mod tests {
             encode_varint(r.encoded_len() as u64, out);
             r.encode_raw(out);
         })
+    }
+
+    /// Decodes a batch's records.
+    fn decode_records(body: &[u8]) -> Vec<AccessRecord> {
+        ExportRequest::decode(body)
+            .map(|r| r.records)
+            .unwrap_or_default()
     }
 
     fn seqs(b: &Batch) -> Vec<u64> {
@@ -649,7 +593,6 @@ mod tests {
         push(&mut s, 0, "/d", false);
         let b = s.next_batch(10).unwrap();
         assert_eq!(seqs(&b), vec![1, 2, 3]);
-        assert_eq!(b.sequences(), (1, 3));
         assert!(s.next_batch(10).is_none());
         assert_eq!(seqs(&s.next_batch(1000).unwrap()), vec![4]);
     }
@@ -986,17 +929,6 @@ mod tests {
             3,
             "three full batches; the fourth is still open"
         );
-    }
-
-    #[test]
-    fn backoff_is_capped() {
-        let mut b = Backoff::new(100, 250);
-        b.fail(0);
-        b.fail(0);
-        b.fail(0);
-        assert_eq!(b.delay_ms(), 250);
-        b.succeed();
-        assert!(b.ready(0));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::host::serialize_pairs;
 
 /// The prepared replies.
 #[derive(Debug, Clone, Default)]
-pub struct DenyReply {
+pub(crate) struct DenyReply {
     deny_status: u32,
     deny_body: Vec<u8>,
     throttle_status: u32,
@@ -23,7 +23,7 @@ pub struct DenyReply {
 
 /// One reply to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Reply<'a> {
+pub(crate) struct Reply<'a> {
     /// Status code.
     pub status: u32,
     /// Body.
@@ -48,7 +48,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 
 impl DenyReply {
     /// Prepares the replies of a configuration.
-    pub fn new(config: &DenyListConfig) -> Self {
+    pub(crate) fn new(config: &DenyListConfig) -> Self {
         let headers: Vec<(Vec<u8>, Vec<u8>)> = config
             .deny_headers
             .iter()
@@ -73,7 +73,7 @@ impl DenyReply {
 
     /// The reply for an entry with `verdict` expiring at `expires_at_ms` (0: never), at `now_ms`.
     /// A throttle reply says in `retry-after` how many seconds are left (at least 1).
-    pub fn reply(&mut self, verdict: Verdict, expires_at_ms: i64, now_ms: u64) -> Reply<'_> {
+    pub(crate) fn reply(&mut self, verdict: Verdict, expires_at_ms: i64, now_ms: u64) -> Reply<'_> {
         match verdict {
             Verdict::Deny => Reply {
                 status: self.deny_status,

@@ -409,7 +409,7 @@ const INTERNER_SLACK: usize = 1024;
 
 /// An allowlist plus a deny list with their interned strings.
 #[derive(Debug, Clone, Default)]
-pub struct Table {
+struct Table {
     allow: Levels,
     deny: Levels,
     strings: Interner,
@@ -489,7 +489,7 @@ fn push<K>(levels: &mut [Vec<(K, Entry)>], len: u8, key: K, entry: Entry) {
 
 /// Unwraps IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so it matches IPv4 entries (the record
 /// contract's address form).
-pub use warden_proto::contract::canonical_ip as canonical;
+pub(crate) use warden_proto::contract::canonical_ip as canonical;
 
 impl Table {
     /// Rebuilds the interned strings from the `live` entries (the table's length, which the
@@ -566,7 +566,7 @@ impl Table {
     }
 
     /// What applies to `ip` at `now_ms`: `None` when allowlisted or not listed.
-    pub fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match<'_>> {
+    fn lookup(&self, ip: IpAddr, now_ms: i64) -> Option<Match<'_>> {
         let ip = canonical(ip);
         if self.allow.lookup(ip, now_ms).is_some() {
             return None;
@@ -587,13 +587,8 @@ impl Table {
     }
 
     /// Entries in both lists.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.allow.len() + self.deny.len()
-    }
-
-    /// Whether both lists are empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

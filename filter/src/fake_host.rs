@@ -49,7 +49,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// Runs `f` and returns how many allocations the filter code made in it on this thread.
-pub fn filter_allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+pub(crate) fn filter_allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
     let before = ALLOCATIONS.with(Cell::get);
     let out = f();
     (out, ALLOCATIONS.with(Cell::get) - before)
@@ -72,7 +72,7 @@ use crate::host::{BufferType, Host, LogLevel, MapType, MetricType, Status, seria
 
 /// A local reply the filter sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalReply {
+pub(crate) struct LocalReply {
     /// Status code.
     pub status: u32,
     /// Body.
@@ -83,7 +83,7 @@ pub struct LocalReply {
 
 /// A unary gRPC call the filter dispatched.
 #[derive(Debug, Clone)]
-pub struct GrpcCall {
+pub(crate) struct GrpcCall {
     /// Its token.
     pub token: u32,
     /// Service and method.
@@ -101,7 +101,7 @@ type Evaluator = Box<dyn Fn(&str) -> Result<Vec<u8>, Status>>;
 
 /// Call and byte counts since the last [`FakeHost::reset_counts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Host calls of every kind.
     pub calls: u64,
     /// Calls that returned bytes (each costs Envoy an allocation callback into the VM).
@@ -114,10 +114,9 @@ pub struct Counts {
 
 /// The fake host.
 #[derive(Default)]
-pub struct FakeHost {
+pub(crate) struct FakeHost {
     now_ns: Cell<u64>,
     request_headers: RefCell<Vec<(String, Vec<u8>)>>,
-    response_headers: RefCell<Vec<(String, Vec<u8>)>>,
     properties: RefCell<HashMap<String, Vec<u8>>>,
     configuration: RefCell<Vec<u8>>,
     grpc_receive: RefCell<Vec<u8>>,
@@ -172,7 +171,7 @@ fn decode_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 
 impl FakeHost {
     /// A host at time 1,700,000,000 s with nothing set.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let host = Self::default();
         host.now_ns.set(1_700_000_000_000_000_000);
         host.next_token.set(1);
@@ -190,22 +189,22 @@ impl FakeHost {
     }
 
     /// The counts so far.
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         self.counts.borrow().clone()
     }
 
     /// Starts counting afresh.
-    pub fn reset_counts(&self) {
+    pub(crate) fn reset_counts(&self) {
         *self.counts.borrow_mut() = Counts::default();
     }
 
     /// Sets the clock.
-    pub fn set_now_ms(&self, ms: u64) {
+    pub(crate) fn set_now_ms(&self, ms: u64) {
         self.now_ns.set(ms * 1_000_000);
     }
 
     /// Replaces the request headers.
-    pub fn set_request_headers(&self, headers: &[(&str, &[u8])]) {
+    pub(crate) fn set_request_headers(&self, headers: &[(&str, &[u8])]) {
         *self.request_headers.borrow_mut() = headers
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_vec()))
@@ -213,41 +212,41 @@ impl FakeHost {
     }
 
     /// Sets a property by its dotted path.
-    pub fn set_property(&self, path: &str, value: &[u8]) {
+    pub(crate) fn set_property(&self, path: &str, value: &[u8]) {
         self.properties
             .borrow_mut()
             .insert(path.to_string(), value.to_vec());
     }
 
     /// Sets an environment variable of the VM.
-    pub fn set_env(&self, name: &str, value: &str) {
+    pub(crate) fn set_env(&self, name: &str, value: &str) {
         self.env
             .borrow_mut()
             .insert(name.to_string(), value.to_string());
     }
 
     /// Sets the plugin configuration.
-    pub fn set_configuration(&self, json: &str) {
+    pub(crate) fn set_configuration(&self, json: &str) {
         *self.configuration.borrow_mut() = json.as_bytes().to_vec();
     }
 
     /// Sets the message `on_grpc_receive` will read.
-    pub fn set_grpc_message(&self, message: &[u8]) {
+    pub(crate) fn set_grpc_message(&self, message: &[u8]) {
         *self.grpc_receive.borrow_mut() = message.to_vec();
     }
 
     /// Answers `expr_evaluate` with `f(expression text)`.
-    pub fn set_evaluator(&self, f: impl Fn(&str) -> Result<Vec<u8>, Status> + 'static) {
+    pub(crate) fn set_evaluator(&self, f: impl Fn(&str) -> Result<Vec<u8>, Status> + 'static) {
         *self.evaluator.borrow_mut() = Some(Box::new(f));
     }
 
     /// Expressions created so far.
-    pub fn expressions(&self) -> Vec<String> {
+    pub(crate) fn expressions(&self) -> Vec<String> {
         self.expressions.borrow().clone()
     }
 
     /// A metric's value by name.
-    pub fn metric(&self, name: &str) -> i64 {
+    pub(crate) fn metric(&self, name: &str) -> i64 {
         self.metrics
             .borrow()
             .iter()
@@ -256,12 +255,12 @@ impl FakeHost {
     }
 
     /// The tick period set.
-    pub fn tick_ms(&self) -> u32 {
+    pub(crate) fn tick_ms(&self) -> u32 {
         self.tick_ms.get()
     }
 
     /// Messages waiting in a queue by name.
-    pub fn queued(&self, name: &str) -> usize {
+    pub(crate) fn queued(&self, name: &str) -> usize {
         self.queues
             .borrow()
             .iter()
@@ -270,7 +269,7 @@ impl FakeHost {
     }
 
     /// Whether any log line contains `text`.
-    pub fn logged(&self, text: &str) -> bool {
+    pub(crate) fn logged(&self, text: &str) -> bool {
         self.logs.borrow().iter().any(|(_, m)| m.contains(text))
     }
 }
@@ -307,7 +306,6 @@ impl Host for FakeHost {
         let _quiet = quiet();
         let bytes = match map {
             MapType::RequestHeaders => pairs_of(&self.request_headers.borrow()),
-            MapType::ResponseHeaders => pairs_of(&self.response_headers.borrow()),
         };
         self.count("header_pairs", Some(bytes.len()));
         Some(bytes)
@@ -317,7 +315,6 @@ impl Host for FakeHost {
         let _quiet = quiet();
         let headers = match map {
             MapType::RequestHeaders => self.request_headers.borrow(),
-            MapType::ResponseHeaders => self.response_headers.borrow(),
         };
         let value = headers
             .iter()

@@ -1,4 +1,4 @@
-//! The host interface: every call the filter makes into Envoy goes through [`Host`].
+//! The host interface: every call the filter makes into Envoy goes through `Host`.
 //!
 //! Host calls are the filter's main per-request cost, and not all calls cost alike. Measured in
 //! Envoy 1.40 with callgrind (instructions of the Envoy process per request, `make
@@ -13,17 +13,20 @@
 
 /// A host call that failed, with Envoy's status code (`proxy_wasm` ABI `WasmResult`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status(pub u32);
+pub(crate) struct Status(pub u32);
 
 impl Status {
     /// Not found (a missing attribute, header, queue item or foreign function).
-    pub const NOT_FOUND: Status = Status(1);
-    /// A bad argument.
-    pub const BAD_ARGUMENT: Status = Status(2);
+    // Read by `abi.rs`, which exists on wasm32 alone, and by the fake host.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) const NOT_FOUND: Status = Status(1);
+    /// A bad argument (the fake host's answer to a call it cannot serve).
+    #[cfg(test)]
+    pub(crate) const BAD_ARGUMENT: Status = Status(2);
     /// A compare-and-swap mismatch on shared data.
-    pub const CAS_MISMATCH: Status = Status(8);
+    pub(crate) const CAS_MISMATCH: Status = Status(8);
     /// The host failed (for `expr_evaluate`: the expression evaluated to an error).
-    pub const INTERNAL_FAILURE: Status = Status(10);
+    pub(crate) const INTERNAL_FAILURE: Status = Status(10);
 }
 
 impl std::fmt::Display for Status {
@@ -44,9 +47,12 @@ impl std::fmt::Display for Status {
 }
 
 /// Log levels of the proxy-wasm ABI.
+// `abi.rs`, which exists on wasm32 alone, reads each level from Envoy; the filter logs Debug to
+// Error.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u32)]
-pub enum LogLevel {
+pub(crate) enum LogLevel {
     /// Trace.
     Trace = 0,
     /// Debug.
@@ -64,17 +70,15 @@ pub enum LogLevel {
 /// Header maps of the proxy-wasm ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum MapType {
+pub(crate) enum MapType {
     /// The downstream request's headers.
     RequestHeaders = 0,
-    /// The downstream response's headers.
-    ResponseHeaders = 2,
 }
 
 /// Buffers of the proxy-wasm ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum BufferType {
+pub(crate) enum BufferType {
     /// The message of a gRPC call or stream, in `on_grpc_receive`.
     GrpcReceive = 5,
     /// The plugin configuration, in `on_configure`.
@@ -84,7 +88,7 @@ pub enum BufferType {
 /// Metric kinds of the proxy-wasm ABI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum MetricType {
+pub(crate) enum MetricType {
     /// A counter.
     Counter = 0,
     /// A gauge.
@@ -94,7 +98,7 @@ pub enum MetricType {
 /// What the filter asks of Envoy. Methods map one to one to proxy-wasm host calls; byte
 /// arguments are passed as Envoy expects them (header maps and call metadata serialised as
 /// pairs, property paths NUL-separated).
-pub trait Host {
+pub(crate) trait Host {
     /// `proxy_log`.
     fn log(&self, level: LogLevel, message: &str);
     /// `proxy_get_log_level`: the lowest level Envoy prints (messages below it are not formatted).
@@ -166,7 +170,7 @@ pub trait Host {
 }
 
 /// A property path in the ABI's form: segments separated by NUL.
-pub fn property_path(segments: &[&str]) -> Vec<u8> {
+pub(crate) fn property_path(segments: &[&str]) -> Vec<u8> {
     segments.join("\0").into_bytes()
 }
 
@@ -195,7 +199,7 @@ pub fn serialize_pairs<'a>(
 /// length running past the end) yields the pairs before the damage and then stops: a map Envoy
 /// sent must never panic the VM.
 #[derive(Debug, Clone)]
-pub struct Pairs<'a> {
+pub(crate) struct Pairs<'a> {
     bytes: &'a [u8],
     /// Next size entry.
     size_at: usize,
@@ -206,7 +210,7 @@ pub struct Pairs<'a> {
 
 impl<'a> Pairs<'a> {
     /// Iterates the pairs of `bytes` (empty input: no pairs).
-    pub fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         let count = read_u32(bytes, 0).map_or(0, |c| c as usize);
         // Each pair takes at least 10 bytes (two sizes, two NULs): a count beyond that is
         // malformed and is cut, so the size table never reads past the end.
@@ -217,11 +221,6 @@ impl<'a> Pairs<'a> {
             data_at: 4 + count * 8,
             left: count,
         }
-    }
-
-    /// The number of pairs still to come (an upper bound on malformed input).
-    pub fn remaining(&self) -> usize {
-        self.left
     }
 }
 

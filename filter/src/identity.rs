@@ -1,4 +1,4 @@
-//! Who the client was ([`Principal`]) and what decided about it ([`DecisionView`], encoded as
+//! Who the client was ([`Principal`]) and what decided about it (`DecisionView`, encoded as
 //! `AuthDecision`), from plain inputs: JWT claims from jwt_authn's dynamic metadata, the mTLS
 //! peer certificate attributes, the basic-auth user name, a keyed API-key fingerprint, an
 //! ext_authz identity header, and Envoy's response code details.
@@ -18,7 +18,7 @@ const FINGERPRINT_HEX: usize = 16;
 
 /// What the filter gathered about the client's identity, borrowed from Envoy's buffers.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct IdentityFacts<'a> {
+pub(crate) struct IdentityFacts<'a> {
     /// jwt_authn's payload (a JSON object), when present.
     pub jwt_claims: Option<serde_json::Map<String, serde_json::Value>>,
     /// `connection.uri_san_peer_certificate`.
@@ -45,7 +45,7 @@ pub struct IdentityFacts<'a> {
 
 /// How a request was decided, borrowing its reason and policy (no allocation per request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DecisionView<'a> {
+pub(crate) struct DecisionView<'a> {
     /// Allow or deny.
     pub verdict: Verdict,
     /// What decided.
@@ -70,7 +70,7 @@ struct Metadata {
 /// jwt_authn's payload from the serialised dynamic metadata. Envoy 1.40 returns the `metadata`
 /// attribute as a serialised `envoy.config.core.v3.Metadata`; the claims are the struct under
 /// `filter_metadata[namespace][key]`. `None` when absent or undecodable.
-pub fn claims_from_metadata(
+pub(crate) fn claims_from_metadata(
     bytes: &[u8],
     namespace: &str,
     key: &str,
@@ -122,7 +122,7 @@ fn claim_string(v: &serde_json::Value) -> String {
 /// Derives the principal, or `None` when no mechanism identified the client. Precedence of
 /// `name`: JWT `sub`, ext_authz identity, mTLS (URI SAN, DNS SAN, subject), basic-auth user,
 /// API-key fingerprint. Certificate fields are filled whenever a peer certificate exists.
-pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<Principal> {
+pub(crate) fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<Principal> {
     let no_certificate = facts.cert_uri_san.is_empty()
         && facts.cert_dns_san.is_empty()
         && facts.cert_subject.is_empty()
@@ -200,7 +200,7 @@ pub fn principal(facts: &IdentityFacts<'_>, config: &IdentityConfig) -> Option<P
 /// verified it, or its password was wrong): the user name of an `Authorization: Basic` header,
 /// else `api-key:FINGERPRINT` for an API key nothing verified. Kept apart, so that it never reads
 /// as an identity but failures can still be counted per account or key.
-pub fn claimed_user(
+pub(crate) fn claimed_user(
     facts: &IdentityFacts<'_>,
     principal: Option<&Principal>,
     config: &IdentityConfig,
@@ -230,7 +230,10 @@ pub fn claimed_user(
 /// when the request arrived (`sent`, before any other filter ran) and when it completed
 /// (`completed`). Only a value Envoy set or changed counts: a client that sends the header
 /// itself must not be able to write the audit trail's principal.
-pub fn authorizer_identity<'a>(sent: Option<&str>, completed: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn authorizer_identity<'a>(
+    sent: Option<&str>,
+    completed: Option<&'a str>,
+) -> Option<&'a str> {
     let completed = completed.filter(|v| !v.is_empty())?;
     (sent != Some(completed)).then_some(completed)
 }
@@ -274,7 +277,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Keyed fingerprint of an API key: hex HMAC-SHA256, truncated.
-pub fn fingerprint(secret: &[u8], key: &[u8]) -> String {
+pub(crate) fn fingerprint(secret: &[u8], key: &[u8]) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
         // HMAC accepts keys of any length, so this cannot happen; an empty name is the safe
         // fallback (the key itself is never a fallback).
@@ -291,7 +294,7 @@ pub fn fingerprint(secret: &[u8], key: &[u8]) -> String {
 
 /// Infers the decision from the response (status and code details) and the principal found.
 /// Warden's own blocks are decided by the glue, not here.
-pub fn decision<'a>(
+pub(crate) fn decision<'a>(
     status: u32,
     details: &'a str,
     principal: Option<&Principal>,
@@ -354,7 +357,7 @@ pub fn decision<'a>(
 /// would attribute the attempt to its victim. A request Warden refused before any authentication
 /// ran can only name a peer certificate, which the TLS handshake verified; a basic-auth user or
 /// API key on it was never checked.
-pub fn attributable(
+pub(crate) fn attributable(
     principal: Option<Principal>,
     decision: &DecisionView<'_>,
 ) -> Option<Principal> {

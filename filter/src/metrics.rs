@@ -8,7 +8,7 @@ use crate::host::{Host, LogLevel, MetricType};
 
 /// A counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counter {
+pub(crate) enum Counter {
     /// Records acknowledged by the collector.
     RecordsSent,
     /// Records in failed batches (each retry counts again).
@@ -52,7 +52,7 @@ const COUNTERS: [(Counter, &str); COUNTER_COUNT] = [
 
 /// A gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gauge {
+pub(crate) enum Gauge {
     /// Entries of the applied deny list (allow entries included).
     DenylistEntries,
     /// Applied deny-list version.
@@ -67,7 +67,7 @@ const GAUGES: [(Gauge, &str); 2] = [
 /// What every VM holds, summed over the VMs: each adds the change of its own value since it last
 /// reported (a gauge set by one VM would hide the others').
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Held {
+pub(crate) enum Held {
     /// Records waiting or in flight.
     PendingRecords,
     /// Their encoded bytes.
@@ -86,7 +86,7 @@ const COUNTER_COUNT: usize = 11;
 
 /// Metric ids and the counts not yet added to Envoy's counters.
 #[derive(Debug, Clone, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     counter_ids: [Option<u32>; COUNTER_COUNT],
     gauge_ids: [Option<u32>; 2],
     held_ids: [Option<u32>; 3],
@@ -96,7 +96,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Defines the metrics (idempotent in Envoy: every VM gets the same stats).
-    pub fn define(host: &impl Host) -> Self {
+    pub(crate) fn define(host: &impl Host) -> Self {
         let define = |kind, name: &str| match host.define_metric(kind, name) {
             Ok(id) => Some(id),
             Err(e) => {
@@ -118,14 +118,14 @@ impl Metrics {
     }
 
     /// Counts `n` events (added to Envoy's counter at the next [`Metrics::flush`]).
-    pub fn add(&mut self, counter: Counter, n: u64) {
+    pub(crate) fn add(&mut self, counter: Counter, n: u64) {
         if let Some(i) = COUNTERS.iter().position(|(c, _)| *c == counter) {
             self.pending[i] = self.pending[i].saturating_add(n);
         }
     }
 
     /// Adds the counted events to Envoy's counters: one host call per counter that changed.
-    pub fn flush(&mut self, host: &impl Host) {
+    pub(crate) fn flush(&mut self, host: &impl Host) {
         for (i, n) in self.pending.iter_mut().enumerate() {
             if *n == 0 {
                 continue;
@@ -138,7 +138,7 @@ impl Metrics {
     }
 
     /// Reports what this VM holds now (on the tick: one host call per value that changed).
-    pub fn hold(&mut self, host: &impl Host, held: Held, value: u64) {
+    pub(crate) fn hold(&mut self, host: &impl Host, held: Held, value: u64) {
         let Some(i) = HELD.iter().position(|(h, _)| *h == held) else {
             return;
         };
@@ -154,7 +154,7 @@ impl Metrics {
     }
 
     /// Sets a gauge at once (gauges change rarely).
-    pub fn set(&self, host: &impl Host, gauge: Gauge, value: u64) {
+    pub(crate) fn set(&self, host: &impl Host, gauge: Gauge, value: u64) {
         let i = GAUGES.iter().position(|(g, _)| *g == gauge);
         if let Some(id) = i.and_then(|i| self.gauge_ids[i]) {
             host.record_metric(id, value);

@@ -274,7 +274,7 @@ fn scrub_path(path: &str, patterns: &[String]) -> Option<String> {
 
 /// A record's values, bounded and redacted, borrowed from Envoy's buffers.
 #[derive(Debug, Clone, Default)]
-pub struct RecordView<'a> {
+pub(crate) struct RecordView<'a> {
     /// Request start, ms since the epoch.
     pub time_ms: i64,
     /// `x-request-id`.
@@ -481,18 +481,24 @@ impl Encode for Numbered<'_, '_> {
 }
 
 /// The `records` field number of `ExportRequest`.
-pub const EXPORT_RECORDS_TAG: u64 = 2;
+pub(crate) const EXPORT_RECORDS_TAG: u64 = 2;
 
 impl RecordView<'_> {
-    /// The encoded size of the record with `sequence`.
-    pub fn encoded_len(&self, sequence: u64) -> usize {
+    /// The encoded size of the record with `sequence` (tests).
+    #[cfg(test)]
+    fn encoded_len(&self, sequence: u64) -> usize {
         Numbered(self, sequence).len()
     }
 
     /// Appends the record as one `ExportRequest.records` element (tag, length, message) to
     /// `out`; returns the bytes written. A record over `max_record_bytes` is truncated first
     /// (see the module docs).
-    pub fn encode_into(&self, sequence: u64, max_record_bytes: usize, out: &mut Vec<u8>) -> usize {
+    pub(crate) fn encode_into(
+        &self,
+        sequence: u64,
+        max_record_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let start = out.len();
         let numbered = Numbered(self, sequence);
         let len = numbered.len();
@@ -511,7 +517,7 @@ impl RecordView<'_> {
     }
 
     /// The same record as an owned prost message.
-    pub fn to_owned_record(&self, sequence: u64) -> AccessRecord {
+    pub(crate) fn to_owned_record(&self, sequence: u64) -> AccessRecord {
         let mut bytes = Vec::new();
         Numbered(self, sequence).encode_to(&mut bytes);
         AccessRecord::decode(bytes.as_slice()).unwrap_or_default()

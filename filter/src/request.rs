@@ -1,7 +1,7 @@
 //! Turns what Envoy said about one request into its record, appended to the shipper: the
 //! client address, the bounded and redacted values, the principal and the decision.
 //!
-//! Two kinds of request: one that completed ([`Completed`], recorded in `on_log` from the
+//! Two kinds of request: one that completed (`Completed`, recorded in `on_log` from the
 //! attribute list and the request headers), and one Warden answered itself ([`Blocked`],
 //! recorded in `on_request_headers` from the client address it already read and the request
 //! headers, so that refusing an attacker costs two host calls and allocates nothing).
@@ -33,7 +33,7 @@ pub fn parse_ip(source: &[u8]) -> Option<IpAddr> {
 /// The client's IP text and port from `source.address`. The text is Envoy's own when it is
 /// already canonical (no copy); an IPv4-mapped address is written as IPv4; anything that is not
 /// an address (a pipe) is recorded as no address rather than as raw text.
-pub fn client(source: &[u8]) -> (Cow<'_, str>, u32) {
+pub(crate) fn client(source: &[u8]) -> (Cow<'_, str>, u32) {
     let Ok(s) = std::str::from_utf8(source) else {
         return (Cow::Borrowed(""), 0);
     };
@@ -59,7 +59,7 @@ pub fn client(source: &[u8]) -> (Cow<'_, str>, u32) {
 
 /// A request that completed (`on_log`).
 #[derive(Debug, Clone, Default)]
-pub struct Completed<'a> {
+pub(crate) struct Completed<'a> {
     /// The attribute list.
     pub attrs: Attributes<'a>,
     /// The request headers.
@@ -140,7 +140,7 @@ fn ms(ns: u64) -> i64 {
 }
 
 /// Records a completed request; returns what appending did.
-pub fn record_completed(
+pub(crate) fn record_completed(
     c: &Completed<'_>,
     config: &Config,
     wanted: &Wanted,

@@ -41,7 +41,7 @@ const SHORT_NAMES: [&str; 30] = [
 
 /// Comma-separated short names of the set bits, in bit order; unknown bits (flags newer than
 /// this table) appear as `bit<n>` rather than vanishing.
-pub fn short_names(bits: u64) -> String {
+pub(crate) fn short_names(bits: u64) -> String {
     let mut out = String::new();
     for n in 0..64u32 {
         if bits & (1u64 << n) == 0 {

@@ -8,12 +8,12 @@ use warden_proto::pb::{
     Ack, DenyListUpdate, FilterIdentity, FilterMessage, SubscribeRequest, filter_message,
 };
 
-use crate::batch::Backoff;
+use crate::backoff::Backoff;
 use crate::denylist::DenyList;
 
 /// The stream's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     token: Option<u32>,
     backoff: Backoff,
     /// After a refused update the next subscription asks for a full snapshot.
@@ -22,7 +22,7 @@ pub struct Subscription {
 
 /// What to do with a pushed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// A version was applied: send this acknowledgement on the stream.
     Applied {
         /// The applied version.
@@ -41,7 +41,7 @@ pub enum Received {
 
 impl Subscription {
     /// A closed stream that may connect at once.
-    pub fn new(reconnect_initial_ms: u64, reconnect_max_ms: u64) -> Self {
+    pub(crate) fn new(reconnect_initial_ms: u64, reconnect_max_ms: u64) -> Self {
         Self {
             token: None,
             backoff: Backoff::new(reconnect_initial_ms, reconnect_max_ms),
@@ -50,7 +50,7 @@ impl Subscription {
     }
 
     /// Keeps an open stream across a reconfiguration, with the new backoff bounds.
-    pub fn reconfigured(&self, reconnect_initial_ms: u64, reconnect_max_ms: u64) -> Self {
+    pub(crate) fn reconfigured(&self, reconnect_initial_ms: u64, reconnect_max_ms: u64) -> Self {
         Self {
             token: self.token,
             backoff: Backoff::new(reconnect_initial_ms, reconnect_max_ms),
@@ -59,12 +59,12 @@ impl Subscription {
     }
 
     /// Whether the stream should be opened at `now_ms`.
-    pub fn should_connect(&self, now_ms: u64) -> bool {
+    pub(crate) fn should_connect(&self, now_ms: u64) -> bool {
         self.token.is_none() && self.backoff.ready(now_ms)
     }
 
     /// The first message of a new stream.
-    pub fn hello(&self, identity: &FilterIdentity, applied_version: u64) -> Vec<u8> {
+    pub(crate) fn hello(&self, identity: &FilterIdentity, applied_version: u64) -> Vec<u8> {
         let known_version = if self.want_snapshot {
             0
         } else {
@@ -80,28 +80,28 @@ impl Subscription {
     }
 
     /// The stream opened as `token` and its first message was sent.
-    pub fn opened(&mut self, token: u32) {
+    pub(crate) fn opened(&mut self, token: u32) {
         self.token = Some(token);
         self.want_snapshot = false;
     }
 
     /// Opening failed at `now_ms`: back off.
-    pub fn open_failed(&mut self, now_ms: u64) {
+    pub(crate) fn open_failed(&mut self, now_ms: u64) {
         self.backoff.fail(now_ms);
     }
 
     /// Whether `token` is the open stream.
-    pub fn is(&self, token: u32) -> bool {
+    pub(crate) fn is(&self, token: u32) -> bool {
         self.token == Some(token)
     }
 
     /// The open stream's token.
-    pub fn token(&self) -> Option<u32> {
+    pub(crate) fn token(&self) -> Option<u32> {
         self.token
     }
 
     /// Applies a message pushed on stream `token`.
-    pub fn received(&mut self, token: u32, message: &[u8], list: &mut DenyList) -> Received {
+    pub(crate) fn received(&mut self, token: u32, message: &[u8], list: &mut DenyList) -> Received {
         if !self.is(token) {
             return Received::Ignored;
         }
@@ -133,7 +133,7 @@ impl Subscription {
     }
 
     /// Stream `token` closed at `now_ms`; returns the reconnect delay when it was the open one.
-    pub fn closed(&mut self, token: u32, now_ms: u64, list: &mut DenyList) -> Option<u64> {
+    pub(crate) fn closed(&mut self, token: u32, now_ms: u64, list: &mut DenyList) -> Option<u64> {
         if !self.is(token) {
             return None;
         }

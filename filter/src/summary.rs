@@ -75,7 +75,7 @@ struct Totals {
 
 /// What folding a shed batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Folded {
+pub(crate) struct Folded {
     /// Records counted in a summary.
     pub summarized: u64,
     /// Records only counted: the table was full (or the batch could not be read).
@@ -84,7 +84,7 @@ pub struct Folded {
 
 /// The summaries waiting to leave.
 #[derive(Debug)]
-pub struct SummaryTable {
+pub(crate) struct SummaryTable {
     max_keys: usize,
     entries: BTreeMap<Key, Totals>,
     next_sequence: u64,
@@ -92,7 +92,7 @@ pub struct SummaryTable {
 
 impl SummaryTable {
     /// An empty table holding at most `max_keys` summaries.
-    pub fn new(max_keys: usize) -> Self {
+    pub(crate) fn new(max_keys: usize) -> Self {
         Self {
             max_keys,
             entries: BTreeMap::new(),
@@ -101,22 +101,22 @@ impl SummaryTable {
     }
 
     /// Applies a new bound; summaries already held stay.
-    pub fn set_max_keys(&mut self, max_keys: usize) {
+    pub(crate) fn set_max_keys(&mut self, max_keys: usize) {
         self.max_keys = max_keys;
     }
 
     /// Summaries held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no summary is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Folds the `records` records of the encoded `ExportRequest` `body` into the table.
-    pub fn fold(&mut self, body: &[u8], records: usize) -> Folded {
+    pub(crate) fn fold(&mut self, body: &[u8], records: usize) -> Folded {
         let Ok(batch) = ShedBatch::decode(body) else {
             return Folded {
                 summarized: 0,
@@ -151,7 +151,7 @@ impl SummaryTable {
     /// Moves summaries into `out` (an `ExportRequest` holding the filter identity already) as
     /// numbered `summaries` elements until `max_bytes` is reached; returns how many summaries
     /// and how many requests they count.
-    pub fn cut(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> (usize, u64) {
+    pub(crate) fn cut(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> (usize, u64) {
         let mut summaries = 0;
         let mut requests = 0;
         while out.len() < max_bytes {
@@ -181,17 +181,17 @@ impl SummaryTable {
     }
 }
 
-/// Decodes a batch's summaries (tests and diagnostics).
-pub fn decode_summaries(body: &[u8]) -> Vec<RecordSummary> {
-    warden_proto::pb::ExportRequest::decode(body)
-        .map(|r| r.summaries)
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use warden_proto::pb::{AccessRecord, AuthDecision, ExportRequest, Mechanism, Verdict};
+
+    /// Decodes a batch's summaries.
+    fn decode_summaries(body: &[u8]) -> Vec<RecordSummary> {
+        ExportRequest::decode(body)
+            .map(|r| r.summaries)
+            .unwrap_or_default()
+    }
 
     fn record(client: &str, host: &str, status: u32, time_ms: i64, bytes: u64) -> AccessRecord {
         AccessRecord {

@@ -35,12 +35,12 @@ use crate::request::{self, Blocked, Completed};
 use crate::subscribe::{Received, Subscription};
 
 /// `proxy_on_request_headers`: let the request continue.
-pub const CONTINUE: u32 = 0;
+pub(crate) const CONTINUE: u32 = 0;
 /// `proxy_on_request_headers`: stop it (Warden answered it).
-pub const PAUSE: u32 = 1;
+pub(crate) const PAUSE: u32 = 1;
 
 /// Tick period: a due batch leaves within 50 ms, and counters reach Envoy's stats as often.
-pub const TICK_MS: u32 = 50;
+pub(crate) const TICK_MS: u32 = 50;
 /// How often expired deny-list entries are purged (lookups ignore them in between).
 const PURGE_EVERY_MS: u64 = 10_000;
 /// Requests answered by Warden and not yet logged, or carrying an ext_authz header value, that
@@ -80,7 +80,7 @@ struct Wake {
 
 /// The filter state of one VM.
 #[derive(Default)]
-pub struct Vm {
+pub(crate) struct Vm {
     active: Option<Active>,
     identity: FilterIdentity,
     shipper: Option<Shipper>,
@@ -118,7 +118,7 @@ struct EnvoyGrpc {
 
 /// The `upstream` argument of gRPC host calls: the cluster name, or a serialised `GrpcService`
 /// when another authority is configured.
-pub fn grpc_upstream(cluster: &str, authority: &str) -> Vec<u8> {
+pub(crate) fn grpc_upstream(cluster: &str, authority: &str) -> Vec<u8> {
     if authority.is_empty() || authority == cluster {
         return cluster.as_bytes().to_vec();
     }
@@ -159,13 +159,13 @@ fn now_ms(host: &impl Host) -> u64 {
 
 impl Vm {
     /// A VM awaiting its configuration.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// `proxy_on_configure`: parses and validates the configuration once; `false` (with a log
     /// naming the field) makes Envoy refuse it.
-    pub fn configure(&mut self, host: &impl Host, size: usize) -> bool {
+    pub(crate) fn configure(&mut self, host: &impl Host, size: usize) -> bool {
         let source = host
             .buffer(BufferType::PluginConfiguration, 0, size)
             .unwrap_or_default();
@@ -328,7 +328,7 @@ impl Vm {
     }
 
     /// `proxy_on_request_headers`: the deny-list check.
-    pub fn request_headers(&mut self, host: &impl Host, context: u32) -> u32 {
+    pub(crate) fn request_headers(&mut self, host: &impl Host, context: u32) -> u32 {
         let Some(active) = self.active.as_mut() else {
             return CONTINUE;
         };
@@ -407,7 +407,7 @@ impl Vm {
     }
 
     /// `proxy_on_log`: records the completed request.
-    pub fn log(&mut self, host: &impl Host, context: u32) {
+    pub(crate) fn log(&mut self, host: &impl Host, context: u32) {
         let sent = take(&mut self.sent_identity, |(c, _)| *c == context)
             .map(|(_, v)| v)
             .unwrap_or_default();
@@ -443,7 +443,7 @@ impl Vm {
 
     /// `proxy_on_tick`: sends due batches, keeps the deny-list stream open, purges expired
     /// entries and adds the counted events to Envoy's counters.
-    pub fn tick(&mut self, host: &impl Host) {
+    pub(crate) fn tick(&mut self, host: &impl Host) {
         let now = now_ms(host);
         self.clock_ms = now;
         self.flush(host, now);
@@ -466,7 +466,7 @@ impl Vm {
     }
 
     /// `proxy_on_queue_ready`: an HTTP context asked for a batch to leave now.
-    pub fn queue_ready(&mut self, host: &impl Host, queue: u32) {
+    pub(crate) fn queue_ready(&mut self, host: &impl Host, queue: u32) {
         if self.wake.queue != Some(queue) {
             return;
         }
@@ -548,7 +548,7 @@ impl Vm {
     }
 
     /// `proxy_on_grpc_receive`: an `Export` acknowledgement, or a deny-list update.
-    pub fn grpc_receive(&mut self, host: &impl Host, token: u32, size: usize) {
+    pub(crate) fn grpc_receive(&mut self, host: &impl Host, token: u32, size: usize) {
         if let Some(sub) = self.subscription.as_mut()
             && sub.is(token)
         {
@@ -594,7 +594,7 @@ impl Vm {
     }
 
     /// `proxy_on_grpc_close`: a failed `Export`, or the deny-list stream closing.
-    pub fn grpc_close(&mut self, host: &impl Host, token: u32, status: u32) {
+    pub(crate) fn grpc_close(&mut self, host: &impl Host, token: u32, status: u32) {
         if let Some(sub) = self.subscription.as_mut()
             && sub.is(token)
         {

@@ -4,14 +4,21 @@
 //! A [`RuleDecision`] carries everything needed to explain it without looking anything up: the
 //! rule and its parameters, what was observed, sample request ids, and the resulting ban. The
 //! collector stores it, pushes it to Envoy (unless `dry_run` or `alert`), and sends alerts from it.
+//! Kinds say what they found (`Finding`); the decision and its reason are built here, the same
+//! way for every kind.
 
-use crate::config::{Action, Escalation, KindName};
+use crate::action::Action;
+use crate::address::{group_net, net_label};
+use crate::config::{Escalation, Rule};
+use crate::duration::{duration_ms, fmt_duration};
+use crate::kinds::KindName;
 use crate::window::KeyMap;
 use ipnet::IpNet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// Without `escalation`, how long an offence is remembered for `repeat`.
-pub const DEFAULT_REPEAT_MEMORY: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const DEFAULT_REPEAT_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// What a rule counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -85,24 +92,25 @@ struct Offence {
 
 /// The ban a trigger results in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ban {
+pub(crate) struct Ban {
     /// The TTL after escalation.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Offence number within the escalation period (1 = first).
-    pub repeat: u32,
+    pub(crate) repeat: u32,
     /// No further decision for this key before this time.
-    pub suppressed_until_ms: i64,
+    pub(crate) suppressed_until_ms: i64,
 }
 
 /// Offence history per key: suppresses repeat decisions during a ban and escalates repeat bans.
 #[derive(Debug, Default)]
-pub struct Offences {
+pub(crate) struct Offences {
     map: KeyMap<Offence>,
 }
 
 impl Offences {
     /// Whether `key` is still within the ban of its last offence.
-    pub fn is_suppressed(&self, key: u128, now_ms: i64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_suppressed(&self, key: u128, now_ms: i64) -> bool {
         self.map
             .get(&key)
             .is_some_and(|o| now_ms < o.suppressed_until_ms)
@@ -110,7 +118,7 @@ impl Offences {
 
     /// Records an offence by `key` at `now_ms`. `None` when the key is still suppressed (no new
     /// decision); otherwise the ban to apply, escalated for repeat offences.
-    pub fn offend(
+    pub(crate) fn offend(
         &mut self,
         key: u128,
         now_ms: i64,
@@ -144,7 +152,7 @@ impl Offences {
     }
 
     /// Forgets offences that no longer suppress and are too old to count as a repeat.
-    pub fn evict(&mut self, now_ms: i64, escalation: Option<&Escalation>) {
+    pub(crate) fn evict(&mut self, now_ms: i64, escalation: Option<&Escalation>) {
         let memory = memory_ms(escalation);
         self.map
             .retain(|_, o| now_ms < o.suppressed_until_ms || now_ms - o.last_ms < memory);
@@ -152,12 +160,13 @@ impl Offences {
     }
 
     /// Keys held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 }
@@ -167,7 +176,11 @@ fn memory_ms(escalation: Option<&Escalation>) -> i64 {
 }
 
 /// `ban_ttl × factor^(repeat-1)`, capped at `max_ttl`; without escalation, `ban_ttl`.
-pub fn escalated_ttl(ban_ttl: Duration, escalation: Option<&Escalation>, repeat: u32) -> Duration {
+pub(crate) fn escalated_ttl(
+    ban_ttl: Duration,
+    escalation: Option<&Escalation>,
+    repeat: u32,
+) -> Duration {
     let Some(e) = escalation else { return ban_ttl };
     let exponent = i32::try_from(repeat.saturating_sub(1)).unwrap_or(i32::MAX);
     let secs = ban_ttl.as_secs_f64() * e.factor.powi(exponent);
@@ -178,9 +191,94 @@ pub fn escalated_ttl(ban_ttl: Duration, escalation: Option<&Escalation>, repeat:
     Duration::from_millis((secs * 1000.0).round() as u64)
 }
 
-/// Milliseconds, saturating.
-pub fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// What a kind found when a rule triggered: the evidence behind a decision.
+pub(crate) struct Finding {
+    pub(crate) key_kind: KeyKind,
+    pub(crate) key: String,
+    pub(crate) target: IpNet,
+    pub(crate) observed: u32,
+    pub(crate) samples: Vec<String>,
+    /// e.g. `from 203.0.113.7`, `by principal alice (from 203.0.113.7)`.
+    pub(crate) subject: String,
+}
+
+/// A count as decisions carry it, saturating.
+pub(crate) fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// A per-address count that reached its rule's threshold.
+pub(crate) struct AddressTrigger {
+    pub(crate) addr: IpAddr,
+    /// The address's group key (its /64 etc.), which the count and the offences are kept by.
+    pub(crate) group: u128,
+    /// The count observed.
+    pub(crate) n: usize,
+}
+
+impl AddressTrigger {
+    /// The decision, with the window's `samples` as evidence, unless the group's last ban still
+    /// runs (offences suppress repeats and escalate).
+    pub(crate) fn decide(
+        self,
+        offences: &mut Offences,
+        rule: &Rule,
+        samples: Option<Vec<String>>,
+        now_ms: i64,
+    ) -> Option<RuleDecision> {
+        let ban = offences.offend(self.group, now_ms, rule.ban_ttl, rule.escalation.as_ref())?;
+        let target = group_net(self.addr, rule.grouping);
+        let label = net_label(&target);
+        let finding = Finding {
+            key_kind: KeyKind::Address,
+            subject: format!("from {label}"),
+            key: label,
+            target,
+            observed: count(self.n),
+            samples: samples.unwrap_or_default(),
+        };
+        Some(decide(rule, &finding, now_ms, ban))
+    }
+}
+
+/// Builds the decision and its human reason.
+pub(crate) fn decide(rule: &Rule, f: &Finding, now_ms: i64, ban: Ban) -> RuleDecision {
+    let trigger = rule.kind.trigger(f.observed);
+    let ttl_text = fmt_duration(ban.ttl);
+    let consequence = match rule.action {
+        Action::Alert => format!("alert, repeats quiet for {ttl_text}"),
+        a => format!("{} {} for {ttl_text}", a.as_str(), f.target),
+    };
+    let repeat = if ban.repeat > 1 {
+        format!(" (offence {})", ban.repeat)
+    } else {
+        String::new()
+    };
+    let dry = if rule.dry_run { " [dry run]" } else { "" };
+    let ttl_ms = u64::try_from(ban.ttl.as_millis()).unwrap_or(u64::MAX);
+    RuleDecision {
+        rule: rule.name.to_string(),
+        kind: rule.kind.name(),
+        origin: format!("rule:{}", rule.name),
+        action: rule.action,
+        key_kind: f.key_kind,
+        key: f.key.clone(),
+        target: f.target,
+        threshold: trigger.threshold,
+        window_ms: u64::try_from(trigger.window.as_millis()).unwrap_or(u64::MAX),
+        observed: f.observed,
+        samples: f.samples.clone(),
+        at_ms: now_ms,
+        ttl_ms: Some(ttl_ms),
+        expires_at_ms: Some(ban.suppressed_until_ms),
+        suppressed_until_ms: Some(ban.suppressed_until_ms),
+        repeat: ban.repeat,
+        dry_run: rule.dry_run,
+        reason: format!(
+            "rule {}: {} {}; {consequence}{repeat}{dry}",
+            rule.name, trigger.finding, f.subject
+        ),
+    }
 }
 
 #[cfg(test)]

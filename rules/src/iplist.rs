@@ -4,9 +4,9 @@
 //! Spamhaus DROP/EDROP (`1.2.3.0/24 ; SBL123`). Everything after `#` or `;` is a comment; the
 //! comment after an entry is kept as its note, so a decision can say which SBL record listed it.
 
+use crate::address::parse_net;
 use ipnet::IpNet;
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 
 /// One listed network and where it came from.
@@ -41,20 +41,6 @@ pub enum ListError {
         /// The entry as written (comment stripped).
         text: String,
     },
-}
-
-/// Parses an address (`192.0.2.7`, a host route) or a CIDR (`192.0.2.0/24`). Host bits set in a
-/// CIDR are cleared rather than rejected: published lists contain such entries and the intent is
-/// clear.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    let net = match s.parse::<IpNet>() {
-        Ok(net) => net,
-        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
-    };
-    // The record contract's form: IPv4-mapped entries are IPv4, so they match IPv4 clients.
-    let (ip, len) = warden_proto::contract::canonical_prefix(net.addr(), net.prefix_len());
-    Some(IpNet::new(ip, len).unwrap_or(net).trunc())
 }
 
 /// Parses list text. `file` names the source in errors and in origins (`list:<file>`). All bad
@@ -154,11 +140,6 @@ mod tests {
         assert_eq!(nets[0].net.to_string(), "1.10.16.0/20");
         assert_eq!(nets[0].note.as_deref(), Some("SBL256894"));
         assert_eq!(nets[1].origin, "list:drop.txt");
-    }
-
-    #[test]
-    fn host_bits_are_cleared() {
-        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
     }
 
     #[test]

@@ -17,14 +17,23 @@
 //! # Ok::<(), warden_rules::RulesErrors>(())
 //! ```
 
+pub mod action;
+pub mod address;
+mod clock;
 pub mod config;
 pub mod decision;
+pub mod duration;
 pub mod engine;
 pub mod iplist;
-pub mod rate;
-pub mod window;
+pub mod kinds;
+pub mod matcher;
+#[cfg(test)]
+mod testing;
+mod window;
 
-pub use config::{Action, KindName, Rule, RuleError, RuleKind, RuleSet, RulesErrors};
+pub use action::Action;
+pub use config::{Rule, RuleError, RuleSet, RulesErrors};
 pub use decision::{KeyKind, RuleDecision};
 pub use engine::{Engine, ReloadSummary, list_decisions, replay};
 pub use iplist::{ListError, ListedNet, load_list, parse_list};
+pub use kinds::{KindName, RuleKind};

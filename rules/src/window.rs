@@ -1,4 +1,6 @@
-//! Sliding windows for the windowed kinds (`auth_failures`, `status_flood`, `distinct_paths`).
+//! Sliding windows of events per key, shared by the windowed kinds (`auth_failures` and
+//! `status_flood` count events here; `distinct_paths` keeps its own window of paths, sampled the
+//! same way), and the maps that hold them per client.
 //!
 //! Each key keeps the timestamps of its most recent events, at most `threshold` of them: a rule
 //! only asks "are there `threshold` events in the last `window`?", and the answer depends on the
@@ -9,13 +11,13 @@
 use std::collections::{HashMap, VecDeque};
 
 /// Request ids kept per key as evidence.
-pub const MAX_SAMPLES: usize = 5;
+pub(crate) const MAX_SAMPLES: usize = 5;
 
 /// The request ids of a key's most recent events, oldest first.
 ///
 /// Buffers are reused once five exist, so a busy key does not allocate per event.
 #[derive(Debug, Default, Clone)]
-pub struct Samples {
+pub(crate) struct Samples {
     ids: Vec<String>,
     /// Where the next id goes once the ring is full.
     next: usize,
@@ -23,7 +25,7 @@ pub struct Samples {
 
 impl Samples {
     /// Remembers `id`, forgetting the oldest when five are held.
-    pub fn push(&mut self, id: &str) {
+    pub(crate) fn push(&mut self, id: &str) {
         if self.ids.len() < MAX_SAMPLES {
             self.ids.push(id.to_string());
         } else if let Some(slot) = self.ids.get_mut(self.next) {
@@ -34,15 +36,9 @@ impl Samples {
     }
 
     /// The held ids, oldest first.
-    pub fn to_vec(&self) -> Vec<String> {
+    pub(crate) fn to_vec(&self) -> Vec<String> {
         let (newer, older) = self.ids.split_at(self.next.min(self.ids.len()));
         older.iter().chain(newer).cloned().collect()
-    }
-
-    /// Forgets every id.
-    pub fn clear(&mut self) {
-        self.ids.clear();
-        self.next = 0;
     }
 }
 
@@ -53,23 +49,25 @@ impl Samples {
 /// the last five events of any trigger: the count when each of them was recorded was at least
 /// the count at the trigger minus the events recorded since (expiry only lowers it later).
 #[derive(Debug, Default, Clone)]
-struct LazySamples(Option<Box<Samples>>);
+pub(crate) struct LazySamples(Option<Box<Samples>>);
 
 impl LazySamples {
-    fn push_if_near(&mut self, count: usize, cap: usize, id: &str) {
+    /// Remembers `id` if `count` is close enough to `cap` for it to be evidence of a trigger.
+    pub(crate) fn push_if_near(&mut self, count: usize, cap: usize, id: &str) {
         if count + MAX_SAMPLES > cap {
             self.0.get_or_insert_with(Box::default).push(id);
         }
     }
 
-    fn to_vec(&self) -> Vec<String> {
+    /// The held ids, oldest first.
+    pub(crate) fn to_vec(&self) -> Vec<String> {
         self.0.as_ref().map(|s| s.to_vec()).unwrap_or_default()
     }
 }
 
 /// The recent event times of one key.
 #[derive(Debug, Default, Clone)]
-pub struct EventWindow {
+pub(crate) struct EventWindow {
     times: VecDeque<i64>,
     samples: LazySamples,
 }
@@ -77,7 +75,13 @@ pub struct EventWindow {
 impl EventWindow {
     /// Records an event at `now_ms` and returns how many events fall in `(now - window, now]`,
     /// counting at most `cap`.
-    pub fn record(&mut self, now_ms: i64, window_ms: i64, cap: usize, request_id: &str) -> usize {
+    pub(crate) fn record(
+        &mut self,
+        now_ms: i64,
+        window_ms: i64,
+        cap: usize,
+        request_id: &str,
+    ) -> usize {
         self.expire(now_ms, window_ms);
         if self.times.len() >= cap {
             self.times.pop_front();
@@ -95,70 +99,12 @@ impl EventWindow {
     }
 
     /// True when no event is left in the window: the state is the same as a fresh one.
-    pub fn is_idle(&self, now_ms: i64, window_ms: i64) -> bool {
+    pub(crate) fn is_idle(&self, now_ms: i64, window_ms: i64) -> bool {
         self.times.back().is_none_or(|&t| t <= now_ms - window_ms)
     }
 
     /// The evidence for a trigger.
-    pub fn samples(&self) -> Vec<String> {
-        self.samples.to_vec()
-    }
-}
-
-/// The distinct paths one key requested recently: (path hash, last seen), at most `cap`.
-#[derive(Debug, Default, Clone)]
-pub struct PathWindow {
-    paths: Vec<(u64, i64)>,
-    samples: LazySamples,
-}
-
-impl PathWindow {
-    /// Records a request for the path with hash `path_hash` and returns the number of distinct
-    /// paths seen in `(now - window, now]`, counting at most `cap` (the oldest path is forgotten
-    /// to make room, which can only delay, never invent, a trigger).
-    pub fn record(
-        &mut self,
-        now_ms: i64,
-        window_ms: i64,
-        cap: usize,
-        path_hash: u64,
-        request_id: &str,
-    ) -> usize {
-        let horizon = now_ms - window_ms;
-        self.paths.retain(|&(_, seen)| seen > horizon);
-        if let Some(entry) = self.paths.iter_mut().find(|(h, _)| *h == path_hash) {
-            entry.1 = now_ms;
-            return self.paths.len();
-        }
-        // Full: forget the least recently seen path (no let-chains: the workspace MSRV is 1.85).
-        let oldest = if self.paths.len() >= cap {
-            self.paths
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(i, _)| i)
-        } else {
-            None
-        };
-        if let Some(i) = oldest {
-            self.paths.swap_remove(i);
-        }
-        self.paths.push((path_hash, now_ms));
-        // Only new paths are evidence of probing.
-        let n = self.paths.len();
-        self.samples.push_if_near(n, cap, request_id);
-        n
-    }
-
-    /// True when no path is left in the window.
-    pub fn is_idle(&self, now_ms: i64, window_ms: i64) -> bool {
-        self.paths
-            .iter()
-            .all(|&(_, seen)| seen <= now_ms - window_ms)
-    }
-
-    /// The evidence for a trigger.
-    pub fn samples(&self) -> Vec<String> {
+    pub(crate) fn samples(&self) -> Vec<String> {
         self.samples.to_vec()
     }
 }
@@ -166,51 +112,48 @@ impl PathWindow {
 /// A map keyed by client-derived keys. foldhash, seeded per map, is several times faster than
 /// SipHash on these `u128` keys (measured: the largest cost in the engine after the rules' own
 /// logic) and the seed keeps a client from choosing colliding keys.
-pub type KeyMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
+pub(crate) type KeyMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
 
 /// Windows per key, with idle keys evicted by [`Keyed::evict_idle`].
 #[derive(Debug, Default)]
-pub struct Keyed<W> {
+pub(crate) struct Keyed<W> {
     map: KeyMap<W>,
 }
 
 impl<W: Default> Keyed<W> {
     /// The window of `key`, created empty.
-    pub fn entry(&mut self, key: u128) -> &mut W {
+    pub(crate) fn entry(&mut self, key: u128) -> &mut W {
         self.map.entry(key).or_default()
     }
 
     /// Forgets `key` (after it triggered: the next trigger needs fresh evidence).
-    pub fn remove(&mut self, key: u128) {
+    pub(crate) fn remove(&mut self, key: u128) {
         self.map.remove(&key);
     }
 
     /// Forgets `key` and returns its window (after it triggered: the window is the evidence,
     /// and the next trigger needs fresh evidence).
-    pub fn take(&mut self, key: u128) -> Option<W> {
+    pub(crate) fn take(&mut self, key: u128) -> Option<W> {
         self.map.remove(&key)
     }
 
     /// Drops every key for which `idle` holds and gives back memory after a burst of clients.
-    pub fn evict_idle(&mut self, idle: impl Fn(&W) -> bool) {
+    pub(crate) fn evict_idle(&mut self, idle: impl Fn(&W) -> bool) {
         self.map.retain(|_, w| !idle(w));
         shrink(&mut self.map);
     }
 
     /// Keys held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
 /// Shrinks a map that is mostly empty; not every time, or a steady population would rehash on
 /// every maintenance pass.
-pub fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(map: &mut HashMap<K, V, S>) {
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+) {
     if map.capacity() > 64 && map.capacity() > 4 * map.len() {
         map.shrink_to_fit();
     }
@@ -278,28 +221,5 @@ mod tests {
             s.push(&format!("r{i}"));
         }
         assert_eq!(s.to_vec(), ["r3", "r4", "r5", "r6", "r7"]);
-    }
-
-    #[test]
-    fn repeated_paths_count_once_and_expire() {
-        let mut p = PathWindow::default();
-        assert_eq!(p.record(0, 60_000, 3, 1, "a"), 1);
-        assert_eq!(p.record(10, 60_000, 3, 1, "b"), 1);
-        assert_eq!(p.record(20, 60_000, 3, 2, "c"), 2);
-        assert_eq!(
-            p.record(60_015, 60_000, 3, 3, "d"),
-            2,
-            "path 1 was last seen at 10 and is out"
-        );
-        assert_eq!(p.samples(), ["a", "c", "d"]);
-    }
-
-    #[test]
-    fn distinct_paths_are_bounded_by_the_cap() {
-        let mut p = PathWindow::default();
-        for h in 0..1000 {
-            assert!(p.record(h as i64, 60_000, 20, h, "r") <= 20);
-        }
-        assert_eq!(p.paths.len(), 20);
     }
 }

@@ -7,13 +7,13 @@ use std::rc::Rc;
 
 use prost::Message;
 use warden_proto::pb::{
-    AccessRecord, Action, DenyKind, DenyListUpdate, ExportRequest, FilterMessage, ListEntry,
-    Mechanism, PrincipalSource, SnapshotChunk, deny_list_update, filter_message,
+    AccessRecord, Action, Delta, DenyKind, DenyListUpdate, EntryKey, ExportRequest, FilterMessage,
+    ListEntry, Mechanism, PrincipalSource, SnapshotChunk, deny_list_update, filter_message,
 };
 
 use super::*;
 use crate::attributes::{Attributes, Plan, Tls, encode_for_test};
-use crate::fake_host::{Counts, FakeHost, filter_allocations};
+use crate::fake_host::{Counts, FakeHost, LocalReply, filter_allocations};
 
 /// Owned attribute values the fake Envoy evaluates expressions to.
 #[derive(Clone)]
@@ -160,34 +160,152 @@ fn methods(c: &Counts) -> Vec<(&'static str, u64)> {
     c.by_method.iter().map(|(k, v)| (*k, *v)).collect()
 }
 
-fn ban(s: &mut Setup, last_octet: u8, action: Action, expires_at_ms: i64) {
+/// Opens the Subscribe stream on a tick (when it is closed and the backoff allows) and returns
+/// the token of the stream open now.
+fn subscribe(s: &mut Setup) -> u32 {
     s.vm.tick(&s.host);
-    let token = s
-        .host
+    s.host
         .streams
         .borrow()
         .last()
         .map(|(t, _, _)| *t)
-        .expect("Subscribe opened on the tick");
-    let update = DenyListUpdate {
-        update: Some(deny_list_update::Update::Snapshot(SnapshotChunk {
-            version: 5,
-            first: true,
-            last: true,
-            entries: vec![ListEntry {
-                address: vec![127, 0, 0, last_octet],
-                prefix_len: 32,
-                action: action as i32,
-                expires_at_ms,
-                decision_id: 42,
-                reason: "credential stuffing".into(),
-                origin: "rule:login".into(),
-            }],
-        })),
+        .expect("Subscribe opened on the tick")
+}
+
+/// The collector pushes `update` on stream `token`.
+fn push(s: &mut Setup, token: u32, update: deny_list_update::Update) {
+    let bytes = DenyListUpdate {
+        update: Some(update),
     }
     .encode_to_vec();
-    s.host.set_grpc_message(&update);
-    s.vm.grpc_receive(&s.host, token, update.len());
+    s.host.set_grpc_message(&bytes);
+    s.vm.grpc_receive(&s.host, token, bytes.len());
+}
+
+/// A /32 entry for 127.0.0.`last_octet`.
+fn entry(last_octet: u8, action: Action, expires_at_ms: i64) -> ListEntry {
+    ListEntry {
+        address: vec![127, 0, 0, last_octet],
+        prefix_len: 32,
+        action: action as i32,
+        expires_at_ms,
+        decision_id: 42,
+        reason: "credential stuffing".into(),
+        origin: "rule:login".into(),
+    }
+}
+
+/// One chunk of a snapshot.
+fn chunk(
+    version: u64,
+    first: bool,
+    last: bool,
+    entries: Vec<ListEntry>,
+) -> deny_list_update::Update {
+    deny_list_update::Update::Snapshot(SnapshotChunk {
+        version,
+        first,
+        last,
+        entries,
+    })
+}
+
+/// A delta that bans `upserts` and lifts the deny entries of 127.0.0.`unbanned`/32.
+fn delta(from: u64, to: u64, upserts: Vec<ListEntry>, unbanned: &[u8]) -> deny_list_update::Update {
+    deny_list_update::Update::Delta(Delta {
+        from_version: from,
+        version: to,
+        upserts,
+        removals: unbanned
+            .iter()
+            .map(|o| EntryKey {
+                address: vec![127, 0, 0, *o],
+                prefix_len: 32,
+                action: Action::Deny as i32,
+            })
+            .collect(),
+    })
+}
+
+/// The deny list at version 5 holding one entry for 127.0.0.`last_octet`.
+fn ban(s: &mut Setup, last_octet: u8, action: Action, expires_at_ms: i64) {
+    let token = subscribe(s);
+    push(
+        s,
+        token,
+        chunk(
+            5,
+            true,
+            true,
+            vec![entry(last_octet, action, expires_at_ms)],
+        ),
+    );
+}
+
+/// What the filter sent on the Subscribe streams, with each message's stream.
+fn said(s: &Setup) -> Vec<(u32, filter_message::Message)> {
+    s.host
+        .stream_messages
+        .borrow()
+        .iter()
+        .map(|(token, bytes)| {
+            let message = FilterMessage::decode(bytes.as_slice()).unwrap().message;
+            (*token, message.expect("a message"))
+        })
+        .collect()
+}
+
+/// The known version each subscription said, with its stream.
+fn hellos(s: &Setup) -> Vec<(u32, u64)> {
+    said(s)
+        .into_iter()
+        .filter_map(|(t, m)| match m {
+            filter_message::Message::Subscribe(sub) => Some((t, sub.known_version)),
+            filter_message::Message::Ack(_) => None,
+        })
+        .collect()
+}
+
+/// The versions the filter acknowledged, with their stream.
+fn acks(s: &Setup) -> Vec<(u32, u64)> {
+    said(s)
+        .into_iter()
+        .filter_map(|(t, m)| match m {
+            filter_message::Message::Ack(a) => Some((t, a.version)),
+            filter_message::Message::Subscribe(_) => None,
+        })
+        .collect()
+}
+
+/// A request from 127.0.0.`last_octet` through both callbacks: what `on_request_headers`
+/// answered (`PAUSE`: Warden replied).
+fn request_from(s: &mut Setup, last_octet: u8) -> u32 {
+    let context = 10_000 + u32::from(last_octet);
+    s.host.set_property(
+        "source.address",
+        format!("127.0.0.{last_octet}:40000").as_bytes(),
+    );
+    let answer = s.vm.request_headers(&s.host, context);
+    s.vm.log(&s.host, context);
+    answer
+}
+
+/// The last local reply sent.
+fn last_reply(s: &Setup) -> LocalReply {
+    s.host
+        .replies
+        .borrow()
+        .last()
+        .cloned()
+        .expect("a local reply")
+}
+
+/// Header pairs as the fake host reports them.
+fn pairs(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Warms the shipper's buffers so that allocation counts show the steady state.
@@ -302,16 +420,100 @@ fn a_blocked_request_costs_less_than_an_allowed_one_and_allocates_nothing() {
 }
 
 #[test]
-fn a_throttled_request_gets_429_with_the_seconds_left() {
+fn a_throttled_client_gets_429_with_the_seconds_until_its_ban_expires_rounded_up() {
     let mut s = setup("{}");
+    let start = s.clock_ms;
     ban(&mut s, 9, Action::Throttle, 1_700_000_030_000);
-    advance(&mut s, 500);
-    assert_eq!(s.vm.request_headers(&s.host, 3), PAUSE);
-    let reply = s.host.replies.borrow().last().cloned().unwrap();
-    assert_eq!(reply.status, 429);
-    assert!(reply.headers.contains(&("retry-after".into(), "30".into())));
-    s.vm.log(&s.host, 3);
+    for (elapsed_ms, retry_after) in [
+        (0, "30"),
+        (1, "30"),
+        (500, "30"),
+        (1_000, "29"),
+        (1_001, "29"),
+        (29_000, "1"),
+        (29_999, "1"),
+    ] {
+        let ms = start + elapsed_ms - s.clock_ms;
+        advance(&mut s, ms);
+        assert_eq!(request_from(&mut s, 9), PAUSE);
+        assert_eq!(
+            last_reply(&s),
+            LocalReply {
+                status: 429,
+                body: b"Too Many Requests\n".to_vec(),
+                headers: pairs(&[("content-type", "text/plain"), ("retry-after", retry_after)]),
+            },
+            "{elapsed_ms} ms after the ban"
+        );
+    }
     let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.decision.unwrap().deny_kind, DenyKind::Throttled as i32);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.requests_throttled"), 7);
+    assert_eq!(s.host.metric("warden.requests_blocked"), 0);
+}
+
+#[test]
+fn a_throttle_ends_when_its_ban_expires() {
+    let mut s = setup("{}");
+    let start = s.clock_ms;
+    ban(&mut s, 9, Action::Throttle, 1_700_000_030_000);
+    advance(&mut s, 29_999);
+    assert_eq!(request_from(&mut s, 9), PAUSE);
+    advance(&mut s, 1);
+    // The VM reads Envoy's clock on the tick (every 50 ms) and when it logs a request, not at
+    // request headers.
+    s.vm.tick(&s.host);
+    assert_eq!(s.vm.clock_ms, start + 30_000);
+    assert_eq!(request_from(&mut s, 9), CONTINUE);
+}
+
+#[test]
+fn a_denied_client_gets_the_configured_status_body_and_headers() {
+    let mut s = setup(
+        r#"{"deny_list": {"deny_status": 451, "deny_body": "Blocked here\n",
+            "deny_headers": {"Content-Type": "text/plain; charset=utf-8", "x-warden": "denied"}}}"#,
+    );
+    // A deny that expires still says nothing about retrying.
+    ban(&mut s, 9, Action::Deny, 1_700_000_030_000);
+    assert_eq!(request_from(&mut s, 9), PAUSE);
+    assert_eq!(
+        last_reply(&s),
+        LocalReply {
+            status: 451,
+            body: b"Blocked here\n".to_vec(),
+            headers: pairs(&[
+                ("content-type", "text/plain; charset=utf-8"),
+                ("x-warden", "denied")
+            ]),
+        }
+    );
+    assert_eq!(s.host.replies.borrow().len(), 1);
+    let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.status, 451, "the record says what the client got");
+    assert_eq!(r.decision.unwrap().deny_kind, DenyKind::Blocked as i32);
+}
+
+#[test]
+fn a_throttle_without_expiry_gets_the_configured_reply_and_the_default_retry_after() {
+    let mut s = setup(
+        r#"{"deny_list": {"throttle_status": 503, "throttle_body": "slow down\n",
+            "deny_headers": {"x-warden": "throttled"}, "default_retry_after_s": 7}}"#,
+    );
+    ban(&mut s, 9, Action::Throttle, 0);
+    assert_eq!(request_from(&mut s, 9), PAUSE);
+    assert_eq!(
+        last_reply(&s),
+        LocalReply {
+            status: 503,
+            body: b"slow down\n".to_vec(),
+            headers: pairs(&[("x-warden", "throttled"), ("retry-after", "7")]),
+        },
+        "configured headers replace the default content-type"
+    );
+    let r = shipped(&mut s).pop().unwrap();
+    assert_eq!(r.status, 503);
     assert_eq!(r.decision.unwrap().deny_kind, DenyKind::Throttled as i32);
 }
 
@@ -527,24 +729,229 @@ fn the_subscription_says_hello_acknowledges_and_updates_the_gauges() {
 }
 
 #[test]
-fn a_closed_stream_reconnects_with_its_known_version() {
+fn a_closed_stream_reconnects_after_its_backoff_with_its_known_version() {
     let mut s = setup("{}");
     ban(&mut s, 9, Action::Deny, 0);
-    let token = s.host.streams.borrow()[0].0;
-    s.vm.grpc_close(&s.host, token, 14);
-    advance(&mut s, 10_000);
+    let first = s.host.streams.borrow()[0].0;
+    s.vm.grpc_close(&s.host, first, 14);
+    assert!(s.host.logged("reconnecting in 100 ms"));
     s.vm.tick(&s.host);
-    assert_eq!(s.host.streams.borrow().len(), 2);
-    let last = s.host.stream_messages.borrow().last().cloned().unwrap();
-    match FilterMessage::decode(last.1.as_slice()).unwrap().message {
-        Some(filter_message::Message::Subscribe(sub)) => assert_eq!(sub.known_version, 5),
-        other => panic!("{other:?}"),
+    assert_eq!(s.host.streams.borrow().len(), 1, "not before the delay");
+    assert_eq!(
+        request_from(&mut s, 9),
+        PAUSE,
+        "the list stays in force while disconnected"
+    );
+    advance(&mut s, 100);
+    let second = subscribe(&mut s);
+    assert_ne!(second, first);
+    assert_eq!(hellos(&s), vec![(first, 0), (second, 5)]);
+    // The collector still has version 5: it says so with an empty delta, which is acknowledged.
+    push(&mut s, second, delta(5, 5, vec![], &[]));
+    assert_eq!(acks(&s), vec![(first, 5), (second, 5)]);
+    assert_eq!(request_from(&mut s, 9), PAUSE, "the list stays in force");
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_version"), 5);
+    assert_eq!(s.host.metric("warden.denylist_reconnects"), 2);
+    assert!(s.host.cancelled.borrow().is_empty());
+}
+
+#[test]
+fn a_snapshot_in_chunks_takes_effect_with_its_last_chunk_and_is_acknowledged() {
+    let mut s = setup("{}");
+    ban(&mut s, 200, Action::Deny, 0);
+    let token = subscribe(&mut s);
+    push(
+        &mut s,
+        token,
+        chunk(8, true, false, vec![entry(9, Action::Deny, 0)]),
+    );
+    push(
+        &mut s,
+        token,
+        chunk(8, false, false, vec![entry(10, Action::Deny, 0)]),
+    );
+    assert_eq!(request_from(&mut s, 9), CONTINUE, "staged, not in force");
+    assert_eq!(request_from(&mut s, 10), CONTINUE, "staged, not in force");
+    assert_eq!(request_from(&mut s, 200), PAUSE, "version 5 is in force");
+    assert_eq!(
+        acks(&s),
+        vec![(token, 5)],
+        "a staged chunk is not acknowledged"
+    );
+    push(
+        &mut s,
+        token,
+        chunk(8, false, true, vec![entry(11, Action::Deny, 0)]),
+    );
+    for client in [9, 10, 11] {
+        assert_eq!(request_from(&mut s, client), PAUSE, "127.0.0.{client}");
     }
     assert_eq!(
-        s.vm.request_headers(&s.host, 1),
-        PAUSE,
-        "the list stays in force"
+        request_from(&mut s, 200),
+        CONTINUE,
+        "the snapshot replaces the list"
     );
+    assert_eq!(acks(&s), vec![(token, 5), (token, 8)]);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_version"), 8);
+    assert_eq!(s.host.metric("warden.denylist_entries"), 3);
+}
+
+#[test]
+fn a_snapshot_cut_off_by_a_closed_stream_is_never_applied() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    let first = subscribe(&mut s);
+    push(
+        &mut s,
+        first,
+        chunk(8, true, false, vec![entry(10, Action::Deny, 0)]),
+    );
+    s.vm.grpc_close(&s.host, first, 14);
+    advance(&mut s, 100);
+    let second = subscribe(&mut s);
+    assert_eq!(hellos(&s), vec![(first, 0), (second, 5)]);
+    // The rest of that snapshot, without its first chunk, is refused rather than applied alone.
+    push(
+        &mut s,
+        second,
+        chunk(8, false, true, vec![entry(11, Action::Deny, 0)]),
+    );
+    assert_eq!(request_from(&mut s, 10), CONTINUE);
+    assert_eq!(request_from(&mut s, 11), CONTINUE);
+    assert_eq!(request_from(&mut s, 9), PAUSE, "version 5 stays in force");
+    assert_eq!(acks(&s), vec![(first, 5)]);
+    assert_eq!(*s.host.cancelled.borrow(), vec![second]);
+    assert!(
+        s.host
+            .logged("snapshot chunk for version 8 arrived out of order")
+    );
+}
+
+#[test]
+fn a_delta_at_the_next_version_bans_and_unbans_and_is_acknowledged() {
+    let mut s = setup("{}");
+    let token = subscribe(&mut s);
+    let banned = vec![entry(9, Action::Deny, 0), entry(10, Action::Deny, 0)];
+    push(&mut s, token, chunk(5, true, true, banned));
+    push(
+        &mut s,
+        token,
+        delta(5, 6, vec![entry(11, Action::Deny, 0)], &[9]),
+    );
+    assert_eq!(request_from(&mut s, 11), PAUSE, "banned by the delta");
+    assert_eq!(request_from(&mut s, 9), CONTINUE, "unbanned by the delta");
+    assert_eq!(request_from(&mut s, 10), PAUSE, "untouched");
+    assert_eq!(acks(&s), vec![(token, 5), (token, 6)]);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_version"), 6);
+    assert_eq!(s.host.metric("warden.denylist_entries"), 2);
+}
+
+#[test]
+fn a_delta_after_a_gap_is_refused_and_the_filter_resubscribes_for_a_snapshot() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    let first = subscribe(&mut s);
+    // Versions 6 and 7 never arrived.
+    push(
+        &mut s,
+        first,
+        delta(7, 8, vec![entry(10, Action::Deny, 0)], &[9]),
+    );
+    assert_eq!(request_from(&mut s, 9), PAUSE, "the list in force stays");
+    assert_eq!(request_from(&mut s, 10), CONTINUE, "nothing of the delta");
+    assert_eq!(acks(&s), vec![(first, 5)]);
+    assert_eq!(*s.host.cancelled.borrow(), vec![first]);
+    assert!(s.host.logged(
+        "deny-list update refused: delta from version 7 does not follow applied version 5"
+    ));
+    // No backoff: the next tick asks for a snapshot, though version 5 is applied.
+    let second = subscribe(&mut s);
+    assert_ne!(second, first);
+    assert_eq!(hellos(&s), vec![(first, 0), (second, 0)]);
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_updates_rejected"), 1);
+    assert_eq!(s.host.metric("warden.denylist_version"), 5);
+    push(
+        &mut s,
+        second,
+        chunk(8, true, true, vec![entry(10, Action::Deny, 0)]),
+    );
+    assert_eq!(request_from(&mut s, 10), PAUSE);
+    assert_eq!(request_from(&mut s, 9), CONTINUE);
+    assert_eq!(acks(&s), vec![(first, 5), (second, 8)]);
+    // Once the snapshot is in, a reconnect resumes from its version again.
+    s.vm.grpc_close(&s.host, second, 14);
+    advance(&mut s, 100);
+    let third = subscribe(&mut s);
+    assert_eq!(hellos(&s).last(), Some(&(third, 8)));
+}
+
+#[test]
+fn a_stale_delta_does_not_roll_the_list_back() {
+    let mut s = setup("{}");
+    let first = subscribe(&mut s);
+    let banned = vec![entry(9, Action::Deny, 0), entry(10, Action::Deny, 0)];
+    push(&mut s, first, chunk(5, true, true, banned));
+    push(
+        &mut s,
+        first,
+        delta(5, 6, vec![entry(11, Action::Deny, 0)], &[]),
+    );
+    // A delta to an older version (it would lift the ban on .10).
+    push(&mut s, first, delta(4, 5, vec![], &[10]));
+    assert_eq!(request_from(&mut s, 10), PAUSE, "not rolled back");
+    assert_eq!(request_from(&mut s, 11), PAUSE, "version 6 stays");
+    assert_eq!(*s.host.cancelled.borrow(), vec![first]);
+    // A delta to the version already applied, from the one before (it would lift .11).
+    let second = subscribe(&mut s);
+    push(&mut s, second, delta(5, 6, vec![], &[11]));
+    assert_eq!(request_from(&mut s, 11), PAUSE, "not rolled back");
+    assert_eq!(*s.host.cancelled.borrow(), vec![first, second]);
+    assert_eq!(
+        acks(&s),
+        vec![(first, 5), (first, 6)],
+        "neither acknowledged"
+    );
+    assert_eq!(
+        hellos(&s),
+        vec![(first, 0), (second, 0)],
+        "each asks for a snapshot"
+    );
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_version"), 6);
+    assert_eq!(s.host.metric("warden.denylist_entries"), 3);
+    assert_eq!(s.host.metric("warden.denylist_updates_rejected"), 2);
+}
+
+#[test]
+fn a_message_on_an_old_stream_is_ignored() {
+    let mut s = setup("{}");
+    ban(&mut s, 9, Action::Deny, 0);
+    let old = subscribe(&mut s);
+    s.vm.grpc_close(&s.host, old, 14);
+    advance(&mut s, 100);
+    let open = subscribe(&mut s);
+    let unban_9_ban_10 = || delta(5, 6, vec![entry(10, Action::Deny, 0)], &[9]);
+    push(&mut s, old, unban_9_ban_10());
+    assert_eq!(request_from(&mut s, 9), PAUSE);
+    assert_eq!(request_from(&mut s, 10), CONTINUE);
+    assert_eq!(acks(&s), vec![(old, 5)], "nothing acknowledged");
+    assert!(
+        s.host.cancelled.borrow().is_empty(),
+        "the open stream is kept"
+    );
+    s.vm.tick(&s.host);
+    assert_eq!(s.host.metric("warden.denylist_version"), 5);
+    assert_eq!(s.host.metric("warden.denylist_updates_rejected"), 0);
+    assert_eq!(s.host.metric("warden.records_rejected"), 0);
+    // The open stream applies the same update.
+    push(&mut s, open, unban_9_ban_10());
+    assert_eq!(request_from(&mut s, 9), CONTINUE);
+    assert_eq!(request_from(&mut s, 10), PAUSE);
+    assert_eq!(acks(&s), vec![(old, 5), (open, 6)]);
 }
 
 #[test]
@@ -776,28 +1183,14 @@ fn a_method_the_contract_would_refuse_is_recorded_within_it() {
 #[test]
 fn an_ipv4_mapped_entry_blocks_the_ipv4_client() {
     let mut s = setup("{}");
-    s.vm.tick(&s.host);
-    let token = s.host.streams.borrow().last().map(|(t, _, _)| *t).unwrap();
+    let token = subscribe(&mut s);
     let mapped: std::net::Ipv6Addr = "::ffff:127.0.0.9".parse().unwrap();
-    let update = DenyListUpdate {
-        update: Some(deny_list_update::Update::Snapshot(SnapshotChunk {
-            version: 3,
-            first: true,
-            last: true,
-            entries: vec![ListEntry {
-                address: mapped.octets().to_vec(),
-                prefix_len: 128,
-                action: Action::Deny as i32,
-                expires_at_ms: 0,
-                decision_id: 7,
-                reason: "mapped".into(),
-                origin: "manual".into(),
-            }],
-        })),
-    }
-    .encode_to_vec();
-    s.host.set_grpc_message(&update);
-    s.vm.grpc_receive(&s.host, token, update.len());
+    let entry = ListEntry {
+        address: mapped.octets().to_vec(),
+        prefix_len: 128,
+        ..entry(9, Action::Deny, 0)
+    };
+    push(&mut s, token, chunk(3, true, true, vec![entry]));
     assert_eq!(
         s.vm.request_headers(&s.host, 1),
         PAUSE,
