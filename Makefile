@@ -5,7 +5,7 @@ CARGO ?= cargo
 # The e2e suite starts an Envoy and a collector per test; two at a time suits a 2-core machine.
 E2E_THREADS ?= 2
 
-.PHONY: all setup filter build demo test unit fuzz fuzz-smoke e2e lint fmt bench profile clean
+.PHONY: all setup filter build demo test unit fuzz fuzz-smoke e2e lint toolchain fmt-check clippy doc deny fmt bench profile clean
 
 all: build
 
@@ -43,11 +43,30 @@ e2e: build
 soak: build
 	@scripts/soak.sh
 
-lint: setup
+# Every static check, in order: the toolchain against rust-toolchain.toml and rust-version (setup
+# ends with scripts/check-toolchain.sh), formatting, clippy on the host crates and on the filter
+# for wasm32, rustdoc, and the dependency policy (deny.toml).
+lint: setup fmt-check clippy doc deny
+
+toolchain:
+	@scripts/check-toolchain.sh
+
+fmt-check:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+
+clippy: setup
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	@scripts/build-filter.sh clippy
+
+# The workspace's documentation builds without a warning (broken or private intra-doc links,
+# unclosed HTML in doc comments, including those generated from the .proto files).
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --locked --workspace --no-deps
+
+# Licenses, duplicate versions, sources and advisories of both workspaces, offline (see the script).
+deny: setup
+	@scripts/check-deny.sh
 
 fmt:
 	$(CARGO) fmt --all
