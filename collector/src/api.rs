@@ -7,7 +7,7 @@ use crate::decisions::{BanRequest, Decision, DecisionAction, DecisionView, Decis
 use crate::detection::{Detection, query_rule_decisions};
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::push::Registry;
+use crate::decisions::push::Registry;
 use crate::store::query::{RecordQuery, parse_field, parse_limit};
 use crate::report::{ReportFormat, ReportQuery, ReportResponse, access_report, to_csv};
 use crate::security::api_auth::Caller;

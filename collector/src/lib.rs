@@ -4,7 +4,6 @@
 //! The `warden` binary (`main.rs`) is a thin shell over these modules so that the integration
 //! tests can start the same services in-process.
 
-pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -15,7 +14,6 @@ pub mod error;
 pub mod explain;
 pub mod ingest;
 pub mod metrics;
-pub mod push;
 pub mod replay;
 pub mod report;
 pub mod safe_text;

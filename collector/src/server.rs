@@ -3,16 +3,16 @@
 //! accepting, end the Subscribe streams, let in-flight Export calls finish their commits, then
 //! stop the writer thread.
 
-use crate::alerts::Alerter;
 use crate::api::{AppState, router};
 use crate::config::{Config, ConfigError};
 use crate::db::{MAIN_DB_FILE, ReadPool, open_connection};
+use crate::decisions::push::{Push, Registry};
 use crate::decisions::{Decisions, expiry_task};
+use crate::detection::alerts::Alerter;
 use crate::detection::{Detection, RulesSource};
 use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::push::{Push, Registry};
 use crate::security::api_auth::{ApiAuth, ApiCredential};
 use crate::security::audit_log::ApiAudit;
 use crate::security::conn::{AcceptOptions, Accepted, ConnInfo, HandshakeCounters};

@@ -195,7 +195,7 @@ fn rss_kib(field: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn ingest_throughput_with_rules() {
-    use warden_collector::alerts::Alerter;
+    use warden_collector::detection::alerts::Alerter;
     use warden_collector::detection::{Detection, RulesSource};
     let k = Knobs::from_env();
     let sync = k.sync;
