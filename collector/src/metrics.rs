@@ -235,7 +235,7 @@ impl Metrics {
             ),
             (
                 "warden_rules_records_skipped_total",
-                "Records not evaluated because the rules engine queue was full.",
+                "Records not evaluated because the rules engine stayed busy past the submit patience.",
                 &self.rules_records_skipped,
             ),
             (

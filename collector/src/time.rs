@@ -19,8 +19,8 @@ pub fn rfc3339(ms: i64) -> String {
 
 /// Parses a duration like `15m`, `24h`, `30d`, `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 15m, 24h, 30d)"))
+    warden_rules::duration::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 90s, 15m, 24h, 30d)"))
 }
 
 /// A point in time given either relative to now (`15m` = fifteen minutes ago) or absolutely
@@ -53,7 +53,7 @@ impl FromStr for TimeBound {
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(TimeBound::At(t.timestamp_millis()));
         }
-        humantime::parse_duration(s).map(TimeBound::Ago).map_err(|_| {
+        parse_duration(s).map(TimeBound::Ago).map_err(|_| {
             format!("{s:?} is not a duration like 15m or 24h, nor an RFC 3339 time like 2025-01-02T03:04:05Z")
         })
     }
@@ -77,7 +77,7 @@ impl FromStr for Ttl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim() {
             "" | "0" | "none" | "never" | "forever" => Ok(Ttl(None)),
-            other => humantime::parse_duration(other)
+            other => parse_duration(other)
                 .map(|d| Ttl(if d.is_zero() { None } else { Some(d) }))
                 .map_err(|_| format!("{s:?} is not a TTL (e.g. 90s, 15m, 1h, 7d, or none)")),
         }

@@ -4,9 +4,11 @@
 //! with their lists.
 //!
 //! Latency: ingest hands each validated batch to the engine *before* it is committed (the batch is
-//! shared, not copied), so a ban is decided while the batch's fsync is still running. Ingest
-//! never waits for the engine: the queue is bounded and, when it is full, the batch is skipped
-//! and counted (`warden_rules_records_skipped_total`).
+//! shared, not copied), so a ban is decided while the batch's fsync is still running. The queue
+//! is bounded: when it is full, ingest waits (the acknowledgement waits for evaluation, so a busy
+//! engine slows the filters down instead of leaving records unevaluated); only an engine stalled
+//! for longer than the submit patience has a batch skipped and counted
+//! (`warden_rules_records_skipped_total`).
 
 //!
 //! Files: [`source`] (rules file, lists, reload), [`runtime`] (the engine thread and acting on

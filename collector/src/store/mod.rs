@@ -128,7 +128,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `data_dir/warden.db` and starts the writer thread.
+    /// Opens (creating if needed) `data_dir/records.db` and starts the writer thread.
     pub fn open(
         data_dir: &Path,
         sync: Synchronous,
