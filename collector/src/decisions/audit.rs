@@ -1,9 +1,8 @@
-//! The decisions audit: one row per change (who, what, why, which version), written in the
-//! change's transaction and linked into the tamper-evident audit chain.
+//! The decisions audit: one row per change (who, what, why, which version), written by the store
+//! in the change's own transaction and linked into the tamper-evident audit chain; read back by
+//! `Decisions::audit`.
 
-use super::store::*;
-use crate::error::Error;
-use crate::time::rfc3339;
+use super::model::to_i64;
 use rusqlite::params;
 use serde::Serialize;
 
@@ -48,39 +47,6 @@ pub(super) struct AuditRow<'a> {
     pub(super) origin: &'a str,
     pub(super) decision_id: Option<u64>,
     pub(super) count: u64,
-}
-
-impl Decisions {
-    /// Admin-audit entries, newest first.
-    pub fn audit(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, Error> {
-        let state = self.lock()?;
-        let mut stmt = state.conn.prepare(
-            "SELECT id, time_ms, actor, operation, target, action, expires_at_ms, reason, origin, decision_id, version, count
-             FROM admin_audit WHERE time_ms >= ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(
-            params![since_ms.unwrap_or(i64::MIN), to_i64(limit as u64)],
-            |r| {
-                let time_ms: i64 = r.get(1)?;
-                Ok(AuditEntry {
-                    id: to_u64(r.get(0)?),
-                    time: rfc3339(time_ms),
-                    time_ms,
-                    actor: r.get(2)?,
-                    operation: r.get(3)?,
-                    target: r.get(4)?,
-                    action: r.get(5)?,
-                    expires_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
-                    reason: r.get(7)?,
-                    origin: r.get(8)?,
-                    decision_id: r.get::<_, Option<i64>>(9)?.map(to_u64),
-                    version: to_u64(r.get(10)?),
-                    count: to_u64(r.get(11)?),
-                })
-            },
-        )?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
-    }
 }
 
 pub(super) fn write_audit(

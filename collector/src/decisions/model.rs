@@ -229,3 +229,11 @@ pub struct BanRequest {
 /// A bulk load's result: how many were added, which targets were skipped with the allowlist
 /// entry covering each, and the new version.
 pub type BulkOutcome = (usize, Vec<(Target, Target)>, u64);
+
+pub(super) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(super) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

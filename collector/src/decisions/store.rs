@@ -5,12 +5,13 @@ use super::{audit::*, changes::*, model::*};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::target::Target;
-use crate::time::{Ttl, now_ms};
+use crate::time::{Ttl, now_ms, rfc3339};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
+use warden_proto::pb::{Action, EntryKey, ListEntry, SnapshotChunk};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS decisions (
@@ -64,14 +65,6 @@ pub struct Decisions {
 
 pub(super) fn storage(e: rusqlite::Error) -> Error {
     Error::Storage(e.to_string())
-}
-
-pub(super) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-pub(super) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
 }
 
 impl Decisions {
@@ -646,5 +639,156 @@ pub async fn expiry_task(
             Ok(Err(e)) => tracing::warn!(error = %e, "expiring decisions failed"),
             Err(e) => tracing::warn!(error = %e, "expiry task failed"),
         }
+    }
+}
+
+/// The change log and snapshots the Subscribe streams are fed from (types in `changes`).
+impl Decisions {
+    /// What a filter that has `known_version` needs, plus a receiver for every later change.
+    /// Taken under the lock so nothing falls between the two.
+    pub fn catch_up(
+        &self,
+        known_version: u64,
+    ) -> Result<(Catchup, broadcast::Receiver<Arc<Change>>), Error> {
+        let mut state = self.lock()?;
+        let rx = self.changes.subscribe();
+        let current = state.version;
+        if known_version == current && known_version != 0 {
+            return Ok((Catchup::UpToDate(current), rx));
+        }
+        if known_version != 0
+            && known_version < current
+            && let Some(delta) = self.merged_since(&state, known_version)
+        {
+            return Ok((Catchup::Delta(delta), rx));
+        }
+        Ok((Catchup::Snapshot(self.snapshot(&mut state)), rx))
+    }
+
+    /// The changes after `known` merged into one delta, if the log still holds them all and
+    /// they are small enough to send as one message.
+    fn merged_since(&self, state: &State, known: u64) -> Option<Change> {
+        let first = state.log.front()?;
+        if first.from_version > known {
+            return None;
+        }
+        let mut merged: HashMap<(Vec<u8>, u32, i32), Option<ListEntry>> = HashMap::new();
+        for change in state.log.iter().filter(|c| c.from_version >= known) {
+            if change.oversized {
+                return None;
+            }
+            for k in &change.removals {
+                merged.insert((k.address.clone(), k.prefix_len, k.action), None);
+            }
+            for e in &change.upserts {
+                let table = if e.action == Action::Allow as i32 {
+                    Action::Allow
+                } else {
+                    Action::Deny
+                } as i32;
+                merged.insert((e.address.clone(), e.prefix_len, table), Some(e.clone()));
+            }
+            if merged.len() > self.chunk_entries {
+                return None;
+            }
+        }
+        let mut delta = Change {
+            from_version: known,
+            version: state.version,
+            upserts: Vec::new(),
+            removals: Vec::new(),
+            oversized: false,
+        };
+        for ((address, prefix_len, action), entry) in merged {
+            match entry {
+                Some(e) => delta.upserts.push(e),
+                None => delta.removals.push(EntryKey {
+                    address,
+                    prefix_len,
+                    action,
+                }),
+            }
+        }
+        Some(delta)
+    }
+
+    fn snapshot(&self, state: &mut State) -> Arc<Snapshot> {
+        if let Some(s) = &state.snapshot {
+            return Arc::clone(s);
+        }
+        let started = std::time::Instant::now();
+        let version = state.version;
+        let mut chunks = Vec::new();
+        let mut current = Vec::with_capacity(self.chunk_entries.min(state.entries.len()));
+        for d in state.entries.values() {
+            current.push(d.list_entry());
+            if current.len() == self.chunk_entries {
+                chunks.push(SnapshotChunk {
+                    version,
+                    first: chunks.is_empty(),
+                    last: false,
+                    entries: std::mem::take(&mut current),
+                });
+            }
+        }
+        if !current.is_empty() || chunks.is_empty() {
+            chunks.push(SnapshotChunk {
+                version,
+                first: chunks.is_empty(),
+                last: false,
+                entries: current,
+            });
+        }
+        if let Some(last) = chunks.last_mut() {
+            last.last = true;
+        }
+        let snapshot = Arc::new(Snapshot {
+            version,
+            chunks,
+            entries: state.entries.len(),
+        });
+        tracing::info!(
+            version,
+            entries = snapshot.entries,
+            chunks = snapshot.chunks.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "built deny-list snapshot"
+        );
+        state.snapshot = Some(Arc::clone(&snapshot));
+        snapshot
+    }
+}
+
+/// The decisions audit (types in `audit`).
+impl Decisions {
+    /// Admin-audit entries, newest first.
+    pub fn audit(&self, since_ms: Option<i64>, limit: usize) -> Result<Vec<AuditEntry>, Error> {
+        let state = self.lock()?;
+        let mut stmt = state.conn.prepare(
+            "SELECT id, time_ms, actor, operation, target, action, expires_at_ms, reason, origin, decision_id, version, count
+             FROM admin_audit WHERE time_ms >= ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![since_ms.unwrap_or(i64::MIN), to_i64(limit as u64)],
+            |r| {
+                let time_ms: i64 = r.get(1)?;
+                Ok(AuditEntry {
+                    id: to_u64(r.get(0)?),
+                    time: rfc3339(time_ms),
+                    time_ms,
+                    actor: r.get(2)?,
+                    operation: r.get(3)?,
+                    target: r.get(4)?,
+                    action: r.get(5)?,
+                    expires_at: r.get::<_, Option<i64>>(6)?.map(rfc3339),
+                    reason: r.get(7)?,
+                    origin: r.get(8)?,
+                    decision_id: r.get::<_, Option<i64>>(9)?.map(to_u64),
+                    version: to_u64(r.get(10)?),
+                    count: to_u64(r.get(11)?),
+                })
+            },
+        )?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(Error::from)
     }
 }

@@ -1,12 +1,13 @@
 //! The rule-decision history: every rule decision with its explanation and outcome in the
 //! durable `rule_decisions` table, and the query `warden explain` and the API read it with.
 
-use super::runtime::*;
 use crate::error::Error;
+use crate::target::Target;
 use crate::target::ip_key;
 use crate::time::rfc3339;
 use rusqlite::{Connection, params};
 use serde::Serialize;
+use warden_rules::RuleDecision;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rule_decisions (
@@ -26,6 +27,17 @@ CREATE TABLE IF NOT EXISTS rule_decisions (
 CREATE INDEX IF NOT EXISTS rule_decisions_time ON rule_decisions(time_ms);
 CREATE INDEX IF NOT EXISTS rule_decisions_target ON rule_decisions(target_lo);
 ";
+
+/// A rule decision and what came of it, to be recorded and notified.
+pub(super) struct Acted {
+    pub(super) decision: RuleDecision,
+    pub(super) target: Target,
+    pub(super) outcome: Outcome,
+    pub(super) decision_id: Option<u64>,
+    pub(super) ban_expires: Option<i64>,
+    pub(super) detail: Option<String>,
+    pub(super) at_ms: i64,
+}
 
 /// What the collector did with a rule decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

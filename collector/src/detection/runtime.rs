@@ -323,17 +323,6 @@ pub(super) fn engine_loop(
     tracing::debug!("rules engine stopped");
 }
 
-/// A rule decision and what came of it, to be recorded and notified.
-pub(super) struct Acted {
-    pub(super) decision: RuleDecision,
-    pub(super) target: Target,
-    pub(super) outcome: Outcome,
-    pub(super) decision_id: Option<u64>,
-    ban_expires: Option<i64>,
-    pub(super) detail: Option<String>,
-    pub(super) at_ms: i64,
-}
-
 /// Turns one rule decision into its outcome: a ban (committed and pushed now), a kept existing
 /// decision, a dry run, an alert, or an error.
 pub(super) fn act(shared: &Shared, d: RuleDecision) -> Acted {
@@ -457,6 +446,62 @@ pub(super) fn ban(
         Err(e) => {
             *detail = Some(e.to_string());
             Outcome::Error
+        }
+    }
+}
+
+pub(super) fn reload(shared: &Shared) -> Result<(), RulesErrors> {
+    let loaded = {
+        let Ok(mut source) = shared.source.lock() else {
+            return Ok(());
+        };
+        source
+            .refresh()
+            .and_then(|()| source.load())
+            .map(|rules| (rules, source.describe(), source.clone()))
+    };
+    match loaded {
+        Ok((rules, described, source)) => {
+            let summary = match shared.engine.lock() {
+                Ok(mut engine) => engine.reload(rules.clone()),
+                Err(_) => return Ok(()),
+            };
+            tracing::info!(
+                kept = ?summary.kept, changed = ?summary.changed, added = ?summary.added,
+                removed = ?summary.removed, "rules reloaded"
+            );
+            if let Ok(mut status) = shared.status.lock() {
+                *status = RulesStatus {
+                    source: described,
+                    loaded_at: rfc3339(now_ms()),
+                    rules: summaries(&rules),
+                    last_error: None,
+                    last_error_at: None,
+                };
+            }
+            if let Ok(mut w) = shared.watched.lock() {
+                *w = source.watched(&rules);
+            }
+            reconcile_lists(&shared.decisions, &rules);
+            Ok(())
+        }
+        Err(errors) => {
+            shared.metrics.rules_reload_failures.fetch_add(1, Relaxed);
+            tracing::error!(errors = %errors, "invalid rules; keeping the rules in force");
+            if let Ok(mut status) = shared.status.lock() {
+                status.last_error = Some(errors.to_string());
+                status.last_error_at = Some(rfc3339(now_ms()));
+            }
+            // Keep watching the same files (and any list file of the rules in force), so fixing
+            // the file triggers the next reload.
+            if let (Ok(source), Ok(engine), Ok(mut w)) = (
+                shared.source.lock(),
+                shared.engine.lock(),
+                shared.watched.lock(),
+            ) {
+                *w = source.watched(engine.rules());
+            }
+            Err(errors)
         }
     }
 }

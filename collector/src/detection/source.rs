@@ -1,13 +1,10 @@
-//! Where the rules come from and how they reload: the rules file and its inline rules, the
-//! `ip_list` files they name, one-line summaries for `warden rules`, and the watcher's file
-//! fingerprints (a change reloads; a bad file keeps the rules in force and reports why).
+//! Where the rules come from: the rules file and its inline rules, the `ip_list` files they name,
+//! one-line summaries for `warden rules`, and the file fingerprints the watcher compares (the
+//! reload itself, which swaps the engine's rules or keeps them and reports why, is in `runtime`).
 
-use super::{reconcile::*, runtime::*};
 use crate::config::Config;
-use crate::time::{now_ms, rfc3339};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 use warden_rules::{Rule, RuleKind, RuleSet, RulesErrors};
 
@@ -53,7 +50,7 @@ impl RulesSource {
 
     /// Re-reads `warden.toml` (if there is one) for its `rules` and `rules_file`, so a reload
     /// sees edits to either.
-    fn refresh(&mut self) -> Result<(), RulesErrors> {
+    pub(super) fn refresh(&mut self) -> Result<(), RulesErrors> {
         let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
@@ -193,60 +190,4 @@ pub(super) fn fingerprints(paths: &[PathBuf]) -> Vec<Fingerprint> {
             Some((m.modified().ok()?, m.len()))
         })
         .collect()
-}
-
-pub(super) fn reload(shared: &Shared) -> Result<(), RulesErrors> {
-    let loaded = {
-        let Ok(mut source) = shared.source.lock() else {
-            return Ok(());
-        };
-        source
-            .refresh()
-            .and_then(|()| source.load())
-            .map(|rules| (rules, source.describe(), source.clone()))
-    };
-    match loaded {
-        Ok((rules, described, source)) => {
-            let summary = match shared.engine.lock() {
-                Ok(mut engine) => engine.reload(rules.clone()),
-                Err(_) => return Ok(()),
-            };
-            tracing::info!(
-                kept = ?summary.kept, changed = ?summary.changed, added = ?summary.added,
-                removed = ?summary.removed, "rules reloaded"
-            );
-            if let Ok(mut status) = shared.status.lock() {
-                *status = RulesStatus {
-                    source: described,
-                    loaded_at: rfc3339(now_ms()),
-                    rules: summaries(&rules),
-                    last_error: None,
-                    last_error_at: None,
-                };
-            }
-            if let Ok(mut w) = shared.watched.lock() {
-                *w = source.watched(&rules);
-            }
-            reconcile_lists(&shared.decisions, &rules);
-            Ok(())
-        }
-        Err(errors) => {
-            shared.metrics.rules_reload_failures.fetch_add(1, Relaxed);
-            tracing::error!(errors = %errors, "invalid rules; keeping the rules in force");
-            if let Ok(mut status) = shared.status.lock() {
-                status.last_error = Some(errors.to_string());
-                status.last_error_at = Some(rfc3339(now_ms()));
-            }
-            // Keep watching the same files (and any list file of the rules in force), so fixing
-            // the file triggers the next reload.
-            if let (Ok(source), Ok(engine), Ok(mut w)) = (
-                shared.source.lock(),
-                shared.engine.lock(),
-                shared.watched.lock(),
-            ) {
-                *w = source.watched(engine.rules());
-            }
-            Err(errors)
-        }
-    }
 }

@@ -3,7 +3,6 @@
 //! chain's head kept apart in `chain_meta`; retention removes links from the old end and keeps
 //! the last one removed as the chain's anchor.
 
-use super::verify::*;
 use crate::error::Error;
 use ring::digest::{Context, SHA256};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -355,4 +354,16 @@ pub(super) fn audit_link(
                 .finish())
         },
     )
+}
+
+/// A column's bytes whatever its type (an edited row may hold text where a blob was): a
+/// changed type is a changed row, reported as such, not an error.
+pub(super) fn any_bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+        ValueRef::Integer(i) => i.to_be_bytes().to_vec(),
+        ValueRef::Real(f) => f.to_be_bytes().to_vec(),
+        ValueRef::Null => Vec::new(),
+    }
 }

@@ -82,18 +82,6 @@ pub fn verify(data_dir: &Path) -> Result<Report, Error> {
     Ok(report)
 }
 
-/// A column's bytes whatever its type (an edited row may hold text where a blob was): a
-/// changed type is a changed row, reported as such, not an error.
-pub(super) fn any_bytes(v: rusqlite::types::ValueRef<'_>) -> Vec<u8> {
-    use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-        ValueRef::Integer(i) => i.to_be_bytes().to_vec(),
-        ValueRef::Real(f) => f.to_be_bytes().to_vec(),
-        ValueRef::Null => Vec::new(),
-    }
-}
-
 /// A time for a message: RFC 3339, or the raw number when it is not a representable time (an
 /// edited row can hold anything).
 pub(super) fn when(ms: i64) -> String {
