@@ -72,8 +72,22 @@ fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 
+# Every benchmark is reached from here (bench/README.md says what each measures and how).
 bench: build
 	@scripts/bench-throughput.sh
+
+.PHONY: bench-denylist bench-ingest bench-collector bench-engine
+bench-denylist: build
+	@scripts/bench-denylist.sh
+
+bench-ingest: build
+	@scripts/bench-ingest.sh
+
+bench-collector: setup
+	$(CARGO) test --locked -p warden-collector --release --test bench -- --ignored --nocapture --test-threads=1
+
+bench-engine: setup
+	$(CARGO) run --locked -p warden-rules --release --example bench_engine
 
 profile: build
 	@scripts/profile-filter.sh
