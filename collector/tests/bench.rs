@@ -311,8 +311,9 @@ fn rules_engine_throughput_and_memory() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn query_latency() {
+    use warden_collector::api::model::ReportFormat;
+    use warden_collector::api::report::{ReportQuery, access_report};
     use warden_collector::store::query::{RecordQuery, StatusFilter};
-    use warden_collector::report::{ReportFormat, ReportQuery, access_report};
     use warden_collector::time::TimeBound;
     let total = env_or("BENCH_RECORDS", 2_000_000);
     let dir = tempfile::tempdir().unwrap();
@@ -415,9 +416,10 @@ async fn query_latency() {
     );
     let rules = warden_e2e::workload::twenty_rules(false);
     let t = Instant::now();
-    let replayed = warden_collector::replay::replay(&store, &rules, minutes(61).unwrap(), None)
-        .await
-        .unwrap();
+    let replayed =
+        warden_collector::api::replay::replay(&store, &rules, minutes(61).unwrap(), None)
+            .await
+            .unwrap();
     println!(
         "replay of 20 rules over the hour: {} records, {} decisions in {:.2}s",
         replayed.records,

@@ -1,64 +1,65 @@
-//! The access report (`warden report access`, `GET /api/v1/report/access`): who (principal, or
-//! client address when nobody was identified) reached which host and path, how often, when first
-//! and last, and how many of those attempts were denied.
+//! `GET /api/v1/report/access`: who (principal, or client address when nobody was identified)
+//! reached which host and path, how often, when first and last, and how many of those attempts
+//! were denied. The report is an aggregation over the record store made for this endpoint, so it
+//! lives with its handler; its wire types ([`ReportRow`], [`ReportResponse`], the CSV form) are in
+//! [`super::model::report`], shared with the CLI.
 
+use super::AppState;
+use super::model::report::DEFAULT_SINCE;
+use super::model::{ErrorBody, ReportFormat, ReportParams, ReportResponse, ReportRow, to_csv};
 use crate::error::Error;
 use crate::store::query::{RecordFilter, RecordQuery, parse_field};
 use crate::store::scan::Order;
 use crate::store::{Store, scan_matching};
 use crate::time::{TimeBound, rfc3339};
-use serde::{Deserialize, Serialize};
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
 use std::ops::ControlFlow;
-use std::str::FromStr;
 use warden_proto::pb::Verdict;
 
-/// The default reporting window.
-pub const DEFAULT_SINCE: &str = "30d";
-
-/// One (subject, host, path) group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReportRow {
-    /// The principal name, or the client address when no principal was identified.
-    pub subject: String,
-    /// `principal` or `client`.
-    pub subject_kind: String,
-    /// Host (authority).
-    pub host: String,
-    /// Path without query string.
-    pub path: String,
-    /// Requests in the window.
-    pub requests: u64,
-    /// Of which denied.
-    pub denied: u64,
-    /// First request, RFC 3339.
-    pub first_seen: String,
-    /// Last request, RFC 3339.
-    pub last_seen: String,
+/// Who reached which host and path, as JSON (default) or CSV.
+#[utoipa::path(
+    get,
+    path = "/api/v1/report/access",
+    operation_id = "report.access",
+    tag = "report",
+    params(ReportParams),
+    responses(
+        (status = 200, description = "The report: JSON, or CSV with `format=csv`", content(
+            (ReportResponse = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "An invalid or unknown parameter", body = ErrorBody),
+        (status = 503, description = "The store failed; retry", body = ErrorBody),
+        super::Refusals,
+    )
+)]
+pub(super) async fn report(
+    State(s): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Error> {
+    let q = ReportQuery::from_params(&params)?;
+    let rows = access_report(&s.store, &q).await?;
+    Ok(match q.format {
+        ReportFormat::Csv => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            to_csv(&rows),
+        )
+            .into_response(),
+        ReportFormat::Json | ReportFormat::Table => Json(response(&q, rows)).into_response(),
+    })
 }
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportFormat {
-    /// Aligned text table (CLI only).
-    Table,
-    /// Comma-separated values with a header row.
-    Csv,
-    /// JSON.
-    Json,
-}
-
-impl FromStr for ReportFormat {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "table" => Ok(ReportFormat::Table),
-            "csv" => Ok(ReportFormat::Csv),
-            "json" => Ok(ReportFormat::Json),
-            _ => Err(format!("{s:?} is not a format (table, csv or json)")),
-        }
+/// Wraps rows with the resolved window.
+fn response(q: &ReportQuery, rows: Vec<ReportRow>) -> ReportResponse {
+    let now = crate::time::now_ms();
+    ReportResponse {
+        since: rfc3339(q.since.resolve(now)),
+        until: rfc3339(q.until.map_or(now, |u| u.resolve(now))),
+        rows,
     }
 }
 
@@ -81,7 +82,7 @@ impl ReportQuery {
     /// Parses HTTP parameters (`since`, `until`, `principal`, `host`, `format`).
     pub fn from_params(params: &HashMap<String, String>) -> Result<Self, Error> {
         let mut q = ReportQuery {
-            since: TimeBound::Ago(std::time::Duration::from_secs(30 * 86_400)),
+            since: parse_field("since", DEFAULT_SINCE)?,
             until: None,
             principal: None,
             host: None,
@@ -173,52 +174,6 @@ pub async fn access_report(store: &Store, q: &ReportQuery) -> Result<Vec<ReportR
         .await
 }
 
-use crate::safe_text::csv_cell as csv_field;
-
-/// Renders rows as CSV with a header.
-pub fn to_csv(rows: &[ReportRow]) -> String {
-    let mut out =
-        String::from("subject,subject_kind,host,path,requests,denied,first_seen,last_seen\n");
-    for r in rows {
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{}",
-            csv_field(&r.subject),
-            r.subject_kind,
-            csv_field(&r.host),
-            csv_field(&r.path),
-            r.requests,
-            r.denied,
-            r.first_seen,
-            r.last_seen
-        );
-    }
-    out
-}
-
-/// The JSON answer of the HTTP endpoint.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ReportResponse {
-    /// Window start, RFC 3339.
-    pub since: String,
-    /// Window end, RFC 3339.
-    pub until: String,
-    /// The groups.
-    pub rows: Vec<ReportRow>,
-}
-
-impl ReportResponse {
-    /// Wraps rows with the resolved window.
-    pub fn new(q: &ReportQuery, rows: Vec<ReportRow>) -> Self {
-        let now = crate::time::now_ms();
-        ReportResponse {
-            since: rfc3339(q.since.resolve(now)),
-            until: rfc3339(q.until.map_or(now, |u| u.resolve(now))),
-            rows,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,24 +182,6 @@ mod tests {
     use crate::store::tests::{filter, record};
     use std::sync::Arc;
     use warden_proto::pb::{AuthDecision, Principal, Verdict};
-
-    #[test]
-    fn csv_quotes_when_needed() {
-        let row = ReportRow {
-            subject: "alice".into(),
-            subject_kind: "principal".into(),
-            host: "a.example".into(),
-            path: "/x,y".into(),
-            requests: 2,
-            denied: 1,
-            first_seen: "t1".into(),
-            last_seen: "t2".into(),
-        };
-        assert_eq!(
-            to_csv(&[row]),
-            "subject,subject_kind,host,path,requests,denied,first_seen,last_seen\nalice,principal,a.example,\"/x,y\",2,1,t1,t2\n"
-        );
-    }
 
     #[test]
     fn params_are_validated() {

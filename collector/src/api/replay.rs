@@ -1,37 +1,22 @@
-//! `POST /api/v1/rules/replay`: what a rules file would have decided over stored records,
-//! changing nothing.
+//! What a rules file would have decided over stored records, changing nothing
+//! (`POST /api/v1/rules/replay`, [`super::rules`]).
 //!
 //! Records are streamed from the store in time order (a merge over blocks) straight into a fresh
 //! [`Engine`] on a read connection, so memory holds the engine's state, the decisions and the few
 //! blocks the merge has open, never the whole window. The engine sees the full stored records,
 //! exactly what it saw live.
 
+use super::model::{ReplayResult, RuleDecision};
 use crate::error::Error;
 use crate::store::query::{RecordFilter, RecordQuery};
 use crate::store::scan::Order;
 use crate::store::{Store, scan_matching};
 use crate::time::{TimeBound, now_ms, rfc3339};
-use serde::Serialize;
 use std::ops::ControlFlow;
-use warden_rules::{Engine, RuleDecision, RuleSet};
+use warden_rules::{Engine, RuleSet};
 
 /// Decisions returned at most; a replay producing more is truncated (and says so).
 pub const MAX_REPLAY_DECISIONS: usize = 100_000;
-
-/// The answer of a replay.
-#[derive(Debug, Serialize)]
-pub struct ReplayResult {
-    /// Window start (RFC 3339).
-    pub since: String,
-    /// Window end (RFC 3339).
-    pub until: String,
-    /// Records evaluated.
-    pub records: u64,
-    /// What the rules would have decided, in time order.
-    pub decisions: Vec<RuleDecision>,
-    /// Set when more than [`MAX_REPLAY_DECISIONS`] decisions were made.
-    pub truncated: bool,
-}
 
 /// Parses `rules_toml` (a standalone rules file's text; list files resolve against the
 /// collector's working directory) and replays the stored records in `[since, until)`.
@@ -74,7 +59,7 @@ pub async fn replay(
                 since: rfc3339(since_ms),
                 until: rfc3339(until_ms.min(now)),
                 records,
-                decisions,
+                decisions: decisions.into_iter().map(RuleDecision::from).collect(),
                 truncated,
             })
         })
