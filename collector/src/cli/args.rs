@@ -90,7 +90,7 @@ pub struct VerifyArgs {
     /// collector's checkpoints.jsonl).
     #[arg(long)]
     pub checkpoints: Option<PathBuf>,
-    /// The checkpoints' public key, hex [default: <data dir>/checkpoint.pub; pass your own
+    /// The checkpoints' public key, hex [default: DATA_DIR/checkpoint.pub; pass your own
     /// copy: whoever can edit the data directory can replace that one].
     #[arg(long, requires = "checkpoints")]
     pub public_key: Option<PathBuf>,
@@ -149,8 +149,8 @@ pub struct ServeArgs {
 
 /// Where the API is and how to authenticate. Each setting comes from its flag, else its
 /// environment variable, else the CLI settings file (`--cli-config`, else
-/// `<data dir>/cli.toml`, which `warden serve` writes), else the default; the token also comes
-/// from `WARDEN_TOKEN`, and else from the local admin token `<data dir>/admin.token`.
+/// `DATA_DIR/cli.toml`, which `warden serve` writes), else the default; the token also comes
+/// from `WARDEN_TOKEN`, and else from the local admin token `DATA_DIR/admin.token`.
 #[derive(Debug, Args, Default)]
 pub struct ServerArg {
     /// Base URL of the Warden HTTP API [default: http://127.0.0.1:9090].
@@ -168,7 +168,7 @@ pub struct ServerArg {
     /// The client certificate's key (PEM).
     #[arg(long, env = "WARDEN_KEY", requires = "cert")]
     pub key: Option<PathBuf>,
-    /// The CLI settings file [default: <data dir>/cli.toml when it exists].
+    /// The CLI settings file [default: DATA_DIR/cli.toml when it exists].
     #[arg(long, env = "WARDEN_CLI_CONFIG")]
     pub cli_config: Option<PathBuf>,
     /// The collector's data directory on this machine, for cli.toml and the local admin token.

@@ -116,7 +116,7 @@ impl Detection {
         }))
     }
 
-    /// Queues a validated batch for evaluation, waiting up to [`SUBMIT_PATIENCE`] for room;
+    /// Queues a validated batch for evaluation, waiting up to `SUBMIT_PATIENCE` for room;
     /// past that the batch is skipped (stored, not evaluated) and counted.
     pub async fn submit(&self, filter: &FilterIdentity, records: &Arc<Vec<AccessRecord>>) {
         let Some(tx) = self.tx.lock().ok().and_then(|guard| guard.clone()) else {

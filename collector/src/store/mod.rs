@@ -225,7 +225,7 @@ impl Store {
         self.ask(|reply| Job::ForgetIdle { before_ms, reply }).await
     }
 
-    /// Merges small blocks (see [`COMPACT_BELOW`]) written before `written_before_ms` until none
+    /// Merges small blocks (see `compaction::COMPACT_BELOW`) written before `written_before_ms` until none
     /// are left or a batch is waiting; returns the number of merges.
     pub async fn compact(&self, written_before_ms: i64) -> Result<usize, Error> {
         self.ask(|reply| Job::Compact {

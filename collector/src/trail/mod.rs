@@ -18,7 +18,7 @@
 //! which checkpoint and link disagree.
 
 //!
-//! Files: [`chain`] (extending and pruning the chains), [`verify`] (walking them),
+//! Files: [`chain`] (extending and pruning the chains), [`verify`](mod@verify) (walking them),
 //! [`checkpoint`] (signed heads).
 
 pub mod chain;
