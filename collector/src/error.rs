@@ -87,9 +87,19 @@ impl From<Error> for tonic::Status {
     }
 }
 
+// The status comes from `Error::http_status`; the CLI reads the body back with this same type.
+/// What every failed API call answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; for an invalid parameter or field, `<name>: <reason>`.
+    pub error: String,
+}
+
 impl axum::response::IntoResponse for Error {
     fn into_response(self) -> axum::response::Response {
-        let body = serde_json::json!({ "error": self.to_string() });
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
         let mut response = (self.http_status(), axum::Json(body)).into_response();
         if matches!(self, Error::Unauthenticated(_)) {
             // RFC 6750: say which scheme the API expects.

@@ -38,15 +38,8 @@ pub use rules::{
 };
 pub use summaries::{SummariesPage, SummariesParams, Summary};
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// What every failed call answers, with the status of [`crate::error::Error`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong; for an invalid parameter or field, `<name>: <reason>`.
-    pub error: String,
-}
+pub use crate::error::ErrorBody;
 
 #[cfg(test)]
 mod tests;
