@@ -18,7 +18,7 @@ pub mod store;
 
 pub use audit::AuditEntry;
 pub use changes::{Catchup, Change, Snapshot};
-pub use model::{BanRequest, Decision, DecisionAction, DecisionView, Origin};
+pub use model::{BanRequest, Decision, DecisionAction, Origin};
 pub use store::{Decisions, expiry_task};
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! rule), the stored decision and its API view, and a ban request.
 
 use crate::target::Target;
-use crate::time::{Ttl, rfc3339};
+use crate::time::Ttl;
 use serde::Serialize;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -138,48 +138,7 @@ pub struct Decision {
     pub created_ms: i64,
 }
 
-/// The JSON shape of a [`Decision`].
-#[derive(Debug, Serialize)]
-pub struct DecisionView<'a> {
-    /// Decision id.
-    pub id: u64,
-    /// Network, e.g. `203.0.113.7/32`.
-    pub target: String,
-    /// `deny`, `throttle` or `allow`.
-    pub action: &'static str,
-    /// RFC 3339 or null.
-    pub expires_at: Option<String>,
-    /// ms since the epoch or null.
-    pub expires_at_ms: Option<i64>,
-    /// Why.
-    pub reason: &'a str,
-    /// Origin.
-    pub origin: &'a str,
-    /// Who.
-    pub actor: &'a str,
-    /// RFC 3339.
-    pub created_at: String,
-    /// ms since the epoch.
-    pub created_ms: i64,
-}
-
 impl Decision {
-    /// The JSON view.
-    pub fn view(&self) -> DecisionView<'_> {
-        DecisionView {
-            id: self.id,
-            target: self.target.to_string(),
-            action: self.action.as_str(),
-            expires_at: self.expires_at_ms.map(rfc3339),
-            expires_at_ms: self.expires_at_ms,
-            reason: &self.reason,
-            origin: &self.origin,
-            actor: &self.actor,
-            created_at: rfc3339(self.created_ms),
-            created_ms: self.created_ms,
-        }
-    }
-
     pub(super) fn key(&self) -> Key {
         (self.action.list(), self.target)
     }
