@@ -168,6 +168,7 @@ impl Store {
     /// Stores a validated batch; resolves only after the transaction holding it committed.
     /// The records are shared (`Arc`) so the rules engine can read the same batch while it is
     /// being written.
+    #[cfg(test)]
     pub async fn write_batch(
         &self,
         filter: FilterIdentity,
