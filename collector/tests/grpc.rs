@@ -11,6 +11,7 @@ use common::{Collector, Stream, identity};
 use serde_json::{Value, json};
 use std::time::Duration;
 use warden_collector::config::{Config, Synchronous};
+use warden_e2e::eventually;
 use warden_proto::pb::audit_service_client::AuditServiceClient;
 use warden_proto::pb::{
     AccessRecord, Action, DropCounts, ExportRequest, Mechanism, RecordSummary, Verdict,
@@ -577,20 +578,17 @@ async fn subscribe_gets_a_snapshot_then_deltas_as_bans_happen() {
     s.ack(3).await;
 
     // The ack shows up in the filters list.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
+    let body = eventually("the ack of version 3 in the filters list", || async {
         let (_, body) = c.get("/api/v1/filters").await;
         if body["filters"][0]["version_acked"] == 3 {
-            assert_eq!(body["filters"][0]["node_id"], "envoy-test");
-            assert_eq!(body["filters"][0]["version_sent"], 3);
-            break;
+            Ok(body)
+        } else {
+            Err(format!("ack not recorded: {body}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ack not recorded: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(body["filters"][0]["node_id"], "envoy-test");
+    assert_eq!(body["filters"][0]["version_sent"], 3);
     drop(s);
     c.stop().await;
 }

@@ -10,9 +10,9 @@ use common::{Collector, Stream, identity};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use warden_collector::config::Config;
 use warden_collector::server::serve;
+use warden_e2e::eventually;
 use warden_proto::pb::{AccessRecord, ExportRequest, deny_list_update::Update};
 
 const BRUTE_FORCE: &str = r#"
@@ -68,32 +68,40 @@ async fn metric(c: &Collector, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no metric {name} in {text}"))
 }
 
+/// Waits until the rules engine has evaluated `evaluated` records and skipped `repeated` as
+/// seen before.
+async fn counted(c: &Collector, evaluated: u64, repeated: u64) {
+    eventually(
+        &format!("{evaluated} records evaluated and {repeated} repeated"),
+        || async {
+            let now = (
+                metric(c, "warden_rules_records_evaluated_total").await,
+                metric(c, "warden_rules_records_repeated_total").await,
+            );
+            if now == (evaluated, repeated) {
+                Ok(())
+            } else {
+                Err(format!("evaluated and repeated: {now:?}"))
+            }
+        },
+    )
+    .await;
+}
+
 /// Waits until `GET /api/v1/rule-decisions` lists `n` entries.
 async fn rule_decisions(c: &Collector, n: usize) -> Vec<Value> {
-    eventually(|| async {
+    eventually(&format!("{n} rule decisions"), || async {
         let v = c.get_ok("/api/v1/rule-decisions").await;
         let list = v["rule_decisions"].as_array().unwrap().clone();
-        (list.len() == n).then_some(list)
+        if list.len() == n {
+            Ok(list)
+        } else {
+            Err(format!("{v}"))
+        }
     })
     .await
 }
 
-async fn eventually<T, F, Fut>(mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `n` failed logins from `client`, one ms apart, starting at sequence `first_seq`.
 #[tokio::test]
 async fn a_re_cut_retry_is_evaluated_once_even_across_a_restart() {
     // The filter re-cuts retries (urgent flushes, partial requeues): 1..=3 then 2..=4 must
@@ -103,12 +111,7 @@ async fn a_re_cut_retry_is_evaluated_once_even_across_a_restart() {
     let c = Collector::start(config.clone(), dir).await;
     export(&c, failed_logins("203.0.113.50", 1, 3)).await;
     export(&c, failed_logins("203.0.113.50", 2, 3)).await;
-    eventually(|| async {
-        (metric(&c, "warden_rules_records_evaluated_total").await == 4
-            && metric(&c, "warden_rules_records_repeated_total").await == 2)
-            .then_some(())
-    })
-    .await;
+    counted(&c, 4, 2).await;
     let (_, decisions) = c.get("/api/v1/decisions").await;
     assert_eq!(
         decisions["total"], 0,
@@ -118,14 +121,10 @@ async fn a_re_cut_retry_is_evaluated_once_even_across_a_restart() {
     // After a restart the engine starts from what the store holds: 3 and 4 are not new.
     let c = c.restarted(config).await;
     export(&c, failed_logins("203.0.113.50", 3, 3)).await;
-    eventually(|| async {
-        (metric(&c, "warden_rules_records_evaluated_total").await == 1
-            && metric(&c, "warden_rules_records_repeated_total").await == 2)
-            .then_some(())
-    })
-    .await;
+    counted(&c, 1, 2).await;
 }
 
+/// `n` failed logins from `client`, one ms apart, starting at sequence `first_seq`.
 fn failed_logins(client: &str, first_seq: u64, n: u64) -> Vec<AccessRecord> {
     let now = chrono::Utc::now().timestamp_millis();
     (0..n)
@@ -316,9 +315,13 @@ async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
         BRUTE_FORCE.replace("threshold = 5", "threshold = -1"),
     )
     .unwrap();
-    let status = eventually(|| async {
+    let status = eventually("the refused reload to be reported", || async {
         let s = c.get_ok("/api/v1/rules").await;
-        (!s["last_error"].is_null()).then_some(s)
+        if s["last_error"].is_null() {
+            Err(format!("{s}"))
+        } else {
+            Ok(s)
+        }
     })
     .await;
     assert!(
@@ -341,10 +344,16 @@ async fn an_invalid_reload_keeps_the_rules_in_force_and_reports_why() {
         BRUTE_FORCE.replace("threshold = 5", "threshold = 7"),
     )
     .unwrap();
-    eventually(|| async {
+    eventually("the edited threshold in force", || async {
         let s = c.get_ok("/api/v1/rules").await;
-        (s["last_error"].is_null() && s["rules"][0]["summary"].as_str()?.contains(">= 7"))
-            .then_some(())
+        let edited = s["rules"][0]["summary"]
+            .as_str()
+            .is_some_and(|summary| summary.contains(">= 7"));
+        if s["last_error"].is_null() && edited {
+            Ok(())
+        } else {
+            Err(format!("{s}"))
+        }
     })
     .await;
     c.stop().await;
@@ -374,14 +383,19 @@ async fn ip_list_rules_are_reconciled_on_reload() {
         "192.0.2.0/24\n203.0.113.0/24\n",
     )
     .unwrap();
-    eventually(|| async {
+    eventually("the edited list's decisions", || async {
         let d = c.get_ok("/api/v1/decisions").await;
         let targets: Vec<&str> = d["decisions"]
-            .as_array()?
-            .iter()
+            .as_array()
+            .into_iter()
+            .flatten()
             .filter_map(|x| x["target"].as_str())
             .collect();
-        (targets == ["192.0.2.0/24", "203.0.113.0/24"]).then_some(())
+        if targets == ["192.0.2.0/24", "203.0.113.0/24"] {
+            Ok(())
+        } else {
+            Err(format!("{d}"))
+        }
     })
     .await;
     c.stop().await;
@@ -415,7 +429,17 @@ async fn alerts_reach_a_webhook_after_a_failed_attempt() {
     );
     let mut c = start(&alerts, &[]).await;
     export(&c, failed_logins("203.0.113.30", 1, 5)).await;
-    eventually(|| async { (!seen.lock().unwrap().is_empty()).then_some(()) }).await;
+    eventually("an alert at the webhook", || async {
+        if seen.lock().unwrap().is_empty() {
+            Err(format!(
+                "{} attempts",
+                attempts.load(std::sync::atomic::Ordering::SeqCst)
+            ))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let body = seen.lock().unwrap()[0].clone();
     assert_eq!(body["rule"], "login-brute-force");
     assert_eq!(body["target"], "203.0.113.30/32");

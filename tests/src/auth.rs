@@ -9,7 +9,7 @@
 //! - [`htpasswd`] / [`basic_authorization`]: basic-auth users in the `{SHA}` format Envoy reads.
 //! - [`AuthStack`]: upstream + collector + Envoy, with the plain and the mTLS listener.
 
-use crate::{Envoy, Stack, paths};
+use crate::{Cli, Envoy, Stack, paths};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rcgen::{
@@ -195,17 +195,10 @@ impl ClientCert {
 /// Runs `warden init --dir DIR` (plus `args`) and returns DIR: a CA, the collector's and a
 /// filter's certificates (SAN `spiffe://warden/filter`), tokens.
 pub fn warden_init(dir: &Path, args: &[&str]) -> Result<PathBuf, String> {
-    let out = std::process::Command::new(paths::warden_bin())
-        .args(["init", "--dir"])
-        .arg(dir)
-        .args(args)
-        .output()
-        .map_err(|e| format!("run warden init: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "warden init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+    let dir_arg = dir.display().to_string();
+    let out = Cli::new().run(&[&["init", "--dir", dir_arg.as_str()], args].concat());
+    if !out.success() {
+        return Err(format!("warden init: {}", out.stderr));
     }
     Ok(dir.to_path_buf())
 }
@@ -566,47 +559,6 @@ impl AuthStack {
         }
         builder.build().expect("mTLS client")
     }
-}
-
-/// Every occurrence of any of `secrets` in the bytes of the files under `dir` (recursively), as
-/// (file, secret) pairs. A record store (`records.db`) is also searched decoded: its blocks are
-/// LZ4-compressed, and a secret can hide in a back-reference of the compressed bytes.
-pub fn find_secrets_in_files(dir: &Path, secrets: &[&str]) -> Vec<(PathBuf, String)> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for path in entries.flatten().map(|entry| entry.path()) {
-            if path.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let Ok(mut bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            if path.file_name().is_some_and(|n| n == "records.db") {
-                let bodies = warden_collector::store::decoded_block_bodies(&path)
-                    .unwrap_or_else(|e| panic!("decode the blocks of {}: {e}", path.display()));
-                assert!(
-                    !bodies.is_empty(),
-                    "{} holds no block to search",
-                    path.display()
-                );
-                bodies.iter().for_each(|b| bytes.extend_from_slice(b));
-            }
-            for secret in secrets {
-                if bytes
-                    .windows(secret.len())
-                    .any(|window| window == secret.as_bytes())
-                {
-                    found.push((path.clone(), secret.to_string()));
-                }
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! An HTTP client whose connections come from a chosen loopback address, so that Envoy sees a
 //! real, distinct downstream address per simulated client (127.0.0.2, 127.0.0.3, ...).
 
+use crate::eventually;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -90,6 +91,23 @@ impl Client {
             headers,
             body,
         })
+    }
+
+    /// Waits until a GET of `url` gets `status` (a ban reaching Envoy, a ban expiring); a
+    /// transport error is one more try.
+    pub async fn wait_for_status(&self, url: &str, status: u16) {
+        eventually(
+            &format!("{} to get {status} from {url}", self.source),
+            || async {
+                let got = self.try_get_with(url, &[]).await?.status;
+                if got == status {
+                    Ok(())
+                } else {
+                    Err(format!("got {got}"))
+                }
+            },
+        )
+        .await;
     }
 
     /// The underlying client, for methods other than GET.

@@ -1,11 +1,12 @@
 //! Runs the real `warden serve` binary as a child process on ephemeral ports.
 
-use crate::paths;
+use crate::eventually::Wait;
+use crate::{Cli, eventually, paths};
 use serde_json::Value;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -129,7 +130,7 @@ impl Collector {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + crate::eventually::patience();
+        let mut wait = Wait::new("warden serve to write its ready file");
         loop {
             if let Some((grpc, http)) = self.read_ready_file() {
                 self.grpc = grpc;
@@ -146,12 +147,9 @@ impl Collector {
                     self.log()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "warden serve did not write its ready file in time:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Err(timeout) = wait.retry("no ready file yet").await {
+                panic!("{timeout}:\n{}", self.log());
+            }
         }
     }
 
@@ -273,6 +271,22 @@ impl Collector {
         }
     }
 
+    /// `GET /api/v1/filters`: the connected filters, the deny list's version and the
+    /// accounting of what each filter sent.
+    pub async fn filters(&self) -> Result<Value, String> {
+        self.get_json(&format!("{}/api/v1/filters", self.base_url()))
+            .await
+    }
+
+    /// A plaintext gRPC channel to the collector (its gRPC listener without TLS).
+    pub async fn grpc_channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("gRPC URL")
+            .connect()
+            .await
+            .expect("connect to the collector's gRPC listener")
+    }
+
     /// GETs `url` as the local admin and parses the JSON body; a non-2xx status is an error
     /// carrying the body.
     pub async fn get_json(&self, url: &str) -> Result<Value, String> {
@@ -290,37 +304,76 @@ impl Collector {
         serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
     }
 
-    /// Runs the `warden` CLI against this collector, as on its machine: it finds the server
-    /// and the local admin token through the data directory.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        let bin = paths::warden_bin();
-        Command::new(bin)
-            .args(args)
-            .env("WARDEN_DATA_DIR", self.data_dir())
-            .env_remove("WARDEN_TOKEN")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run warden CLI")
+    /// The `warden` CLI as on this collector's machine: it finds the server, the CA and the local
+    /// admin token through the data directory.
+    pub fn cli(&self) -> Cli {
+        Cli::with_data_dir(&self.data_dir())
     }
+
+    /// Waits until the `/metrics` series `name` (with its labels) reaches at least `at_least`,
+    /// and returns its value.
+    pub async fn wait_for_metric(&self, name: &str, at_least: u64) -> u64 {
+        eventually(&format!("{name} to reach {at_least}"), || async {
+            let value = self.metric(name).await;
+            if value >= at_least {
+                Ok(value)
+            } else {
+                Err(format!("{name} = {value}"))
+            }
+        })
+        .await
+    }
+}
+
+/// `value` escaped for a query string of the records API (`path_prefix`, `ip` with a CIDR).
+pub fn encode_query_value(value: &str) -> String {
+    value
+        .replace('%', "%25")
+        .replace('/', "%2F")
+        .replace(' ', "%20")
+        .replace('&', "%26")
 }
 
 /// Sends SIGTERM and waits up to `grace`, then SIGKILL.
 pub(crate) fn terminate(child: &mut Child, grace: Duration) {
+    signal("-TERM", &child.id().to_string());
+    if !exits_within(child, grace) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// [`terminate`] for a child that leads its own process group (spawned with
+/// `process_group(0)`, like a script that starts other processes): SIGTERM to the whole group,
+/// up to `grace` for the leader to exit, then SIGKILL to whatever of the group is left.
+pub fn terminate_group(child: &mut Child, grace: Duration) {
+    let group = format!("-{}", child.id());
+    signal("-TERM", &group);
+    exits_within(child, grace);
+    signal("-KILL", &group);
+    let _ = child.wait();
+}
+
+fn signal(signal: &str, target: &str) {
     let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
+        .args([signal, "--", target])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Whether `child` exits within `grace`. A bounded grace period before SIGKILL, not a test's
+/// wait: running out of it is no failure, so it does not go through `eventually` (and it runs
+/// in `Drop`, outside any runtime).
+fn exits_within(child: &mut Child, grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    false
 }
 
 /// Prints a child's log under a heading when the current test is failing, or always when

@@ -5,6 +5,7 @@
 //! Envoy's own admin `/ready`, never a sleep.
 
 use crate::collector::{print_log_if_panicking, terminate};
+use crate::eventually::Wait;
 use crate::paths;
 use serde_json::Value;
 use std::fs::File;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How to start an Envoy.
@@ -211,7 +212,7 @@ impl Envoy {
     }
 
     async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + crate::eventually::patience();
+        let mut wait = Wait::new("envoy to be ready (admin /ready)");
         let admin_path = self.dir.path().join("admin-address");
         loop {
             let exited = self
@@ -221,20 +222,23 @@ impl Envoy {
             if let Some(status) = exited {
                 return Err(format!("envoy exited with {status}"));
             }
-            if Instant::now() >= deadline {
-                return Err("envoy did not become ready in time".into());
-            }
-            if let Some(admin) = std::fs::read_to_string(&admin_path)
+            let last = match std::fs::read_to_string(&admin_path)
                 .ok()
                 .and_then(|text| text.trim().parse::<SocketAddr>().ok())
             {
-                self.admin = admin;
-                if let Ok((200, _)) = self.admin_get("/ready").await {
-                    self.listener = self.find_listener().await?;
-                    return Ok(());
+                Some(admin) => {
+                    self.admin = admin;
+                    match self.admin_get("/ready").await {
+                        Ok((200, _)) => {
+                            self.listener = self.find_listener().await?;
+                            return Ok(());
+                        }
+                        other => format!("/ready: {other:?}"),
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+                None => "no admin address yet".to_string(),
+            };
+            wait.retry(&last).await?;
         }
     }
 

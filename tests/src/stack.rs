@@ -52,12 +52,11 @@ impl Stack {
     /// that bans or attacks measures the push, not the filter's start-up.
     pub async fn wait_for_filters(&self) {
         let expected = self.envoy.options.concurrency as usize + 1;
-        let url = format!("{}/api/v1/filters", self.collector.base_url());
         let node = self.envoy.options.node_id.clone();
         eventually(
             &format!("{expected} filters of {node} subscribed"),
             || async {
-                let body = self.collector.get_json(&url).await?;
+                let body = self.collector.filters().await?;
                 let version = body["version"].as_u64();
                 let filters: Vec<&Value> = body["filters"]
                     .as_array()

@@ -2,6 +2,8 @@
 //! collector, which stores it and answers queries.
 
 use serde_json::{Value, json};
+use warden_e2e::collector::encode_query_value;
+use warden_e2e::secrets::{assert_not_in_files, assert_not_in_text};
 use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, Stack, eventually};
 
 fn unique_path(prefix: &str) -> String {
@@ -12,14 +14,6 @@ fn unique_path(prefix: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-fn encode(value: &str) -> String {
-    value
-        .replace('%', "%25")
-        .replace('/', "%2F")
-        .replace(' ', "%20")
-        .replace('&', "%26")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,36 +176,9 @@ async fn credentials_and_cookies_are_never_recorded() {
         .await;
     assert_eq!(response.status, 200);
     let records = stack.wait_for_records("ip=127.0.0.8", 1).await;
-    let text = records[0].to_string();
-    for secret in ["tok-in-query-123", "tok-in-header-456", "cookie-value-789"] {
-        assert!(
-            !text.contains(secret),
-            "{secret} reached the record: {text}"
-        );
-    }
-    scan_database_for(
-        &stack.collector,
-        &["tok-in-query-123", "tok-in-header-456", "cookie-value-789"],
-    );
-}
-
-/// Asserts that none of `secrets` occurs in any file of the collector's data directory.
-fn scan_database_for(collector: &Collector, secrets: &[&str]) {
-    let entries = std::fs::read_dir(collector.data_dir()).expect("data dir");
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        for secret in secrets {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "{secret} found in {}",
-                path.display()
-            );
-        }
-    }
+    let secrets = ["tok-in-query-123", "tok-in-header-456", "cookie-value-789"];
+    assert_not_in_text("the record", &records[0].to_string(), &secrets);
+    assert_not_in_files(&stack.collector.data_dir(), &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,11 +213,20 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     };
     assert_eq!(count("ip=127.0.0.21".into()).await, 1);
     assert_eq!(count("ip=127.0.0.22".into()).await, 2);
-    assert_eq!(count(format!("ip={}", encode("127.0.0.16/28"))).await, 3);
-    assert_eq!(count(format!("ip={}", encode("127.0.0.16/30"))).await, 0);
+    assert_eq!(
+        count(format!("ip={}", encode_query_value("127.0.0.16/28"))).await,
+        3
+    );
+    assert_eq!(
+        count(format!("ip={}", encode_query_value("127.0.0.16/30"))).await,
+        0
+    );
     assert_eq!(count("host=alpha.test".into()).await, 2);
     assert_eq!(count("host=beta.test".into()).await, 1);
-    assert_eq!(count(format!("path_prefix={}", encode(&marker))).await, 2);
+    assert_eq!(
+        count(format!("path_prefix={}", encode_query_value(&marker))).await,
+        2
+    );
     assert_eq!(count("status=404".into()).await, 1);
     assert_eq!(count("status=4xx".into()).await, 1);
     assert_eq!(count("status=2xx".into()).await, 2);
@@ -264,16 +240,9 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     );
 
     // The CLI answers the same questions.
-    let output = stack
-        .collector
-        .cli(&["query", "--since", "5m", "--host", "alpha.test", "--json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(output.stdout)
-        .unwrap()
+    let cli = stack.collector.cli();
+    let output = cli.ok(&["query", "--since", "5m", "--host", "alpha.test", "--json"]);
+    let lines: Vec<Value> = output
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
@@ -281,42 +250,35 @@ async fn each_query_filter_returns_exactly_the_expected_records() {
     assert!(lines.iter().all(|r| r["authority"] == "alpha.test"));
 
     // Page by page: one record a page says how to go on, and --all follows every page.
-    let one = stack.collector.cli(&["query", "--limit", "1", "--json"]);
-    assert!(one.status.success());
-    let hint = String::from_utf8_lossy(&one.stderr).to_string();
-    assert!(hint.contains("more records: --cursor "), "{hint}");
-    let every = stack
-        .collector
-        .cli(&["query", "--limit", "1", "--all", "--json"]);
-    assert!(every.status.success());
-    let paged: Vec<String> = String::from_utf8(every.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let whole = stack.collector.cli(&["query", "--json"]);
-    let whole: Vec<String> = String::from_utf8(whole.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let one = cli.run(&["query", "--limit", "1", "--json"]);
+    assert!(one.success());
+    assert!(
+        one.stderr.contains("more records: --cursor "),
+        "{}",
+        one.stderr
+    );
+    let every = cli.run(&["query", "--limit", "1", "--all", "--json"]);
+    assert!(every.success());
+    let paged: Vec<&str> = every.stdout.lines().collect();
+    let whole = cli.run(&["query", "--json"]);
+    let whole: Vec<&str> = whole.stdout.lines().collect();
     assert_eq!(paged, whole);
     assert_eq!(whole.len(), 3);
 
-    let table = stack.collector.cli(&["query", "--status", "4xx"]);
-    assert!(table.status.success());
-    let table = String::from_utf8(table.stdout).unwrap();
+    let table = cli.run(&["query", "--status", "4xx"]);
+    assert!(table.success());
     assert!(
-        table.contains("127.0.0.22") && table.contains("404"),
-        "{table}"
+        table.stdout.contains("127.0.0.22") && table.stdout.contains("404"),
+        "{}",
+        table.stdout
     );
 
     // A bad filter is refused with a message naming it, over HTTP and on the CLI.
     let error = stack.collector.records("status=4yy").await.unwrap_err();
     assert!(error.contains("400") && error.contains("status"), "{error}");
-    let bad = stack.collector.cli(&["query", "--status", "4yy"]);
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("status"));
+    let bad = cli.run(&["query", "--status", "4yy"]);
+    assert!(!bad.success());
+    assert!(bad.stderr.contains("status"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,6 +415,8 @@ async fn auth_failures_are_shipped_without_waiting_for_the_flush_interval() {
         client.get(&stack.envoy.url("/anything/later")).await.status,
         200
     );
+    // A fixed pause on purpose: it shows an absence (the 200 is not shipped on its own), which
+    // no poll can; 500 ms is far longer than shipping the 401 above took.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(
         stack
@@ -486,25 +450,11 @@ async fn a_header_value_that_is_not_utf8_is_recorded_and_the_filter_keeps_enforc
         "{user_agent:?}"
     );
 
-    let output = stack.collector.cli(&["ban", "127.0.0.43"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    eventually(
-        "the ban to be enforced after the hostile request",
-        || async {
-            match client
-                .try_get_with(&stack.envoy.url("/anything/after"), &[])
-                .await
-            {
-                Ok(response) if response.status == 403 => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    stack.collector.cli().ok(&["ban", "127.0.0.43"]);
+    // The ban is enforced after the hostile request.
+    client
+        .wait_for_status(&stack.envoy.url("/anything/after"), 403)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,8 +498,8 @@ async fn redaction_follows_the_configuration_and_secrets_never_reach_storage() {
         json!({ "x-tenant": "acme" }),
         "{record}"
     );
-    scan_database_for(
-        &redacting.collector,
+    assert_not_in_files(
+        &redacting.collector.data_dir(),
         &["rc-31337", "term-4242", "tok-999", "tok-hdr-888", "ck-777"],
     );
 
@@ -571,5 +521,5 @@ async fn redaction_follows_the_configuration_and_secrets_never_reach_storage() {
         path.starts_with("/search?q=visible-term&password="),
         "{path}"
     );
-    scan_database_for(&keeping.collector, &["pw-555"]);
+    assert_not_in_files(&keeping.collector.data_dir(), &["pw-555"]);
 }

@@ -10,25 +10,19 @@ use std::time::Duration;
 use warden_e2e::Client;
 use warden_e2e::auth::{
     ALICE_COMMON_NAME, ALICE_DNS_SAN, ALICE_URI_SAN, API_KEY_HEADER, AUDIENCE, AuthStack,
-    BASIC_USER, BILLING_API_KEY, ISSUER, basic_authorization, claims, find_secrets_in_files,
-    jwt_signature, now_secs, random_hex,
+    BASIC_USER, BILLING_API_KEY, ISSUER, basic_authorization, claims, jwt_signature, now_secs,
+    random_hex,
 };
+use warden_e2e::collector::encode_query_value;
+use warden_e2e::secrets::{assert_not_in_files, assert_not_in_text};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn encode(value: &str) -> String {
-    value
-        .replace('%', "%25")
-        .replace('/', "%2F")
-        .replace(' ', "%20")
-        .replace('&', "%26")
-}
 
 /// The one record whose path starts with `path`, once it has arrived.
 async fn record_for(auth: &AuthStack, path: &str) -> Value {
     let mut records = auth
         .stack
-        .wait_for_records(&format!("path_prefix={}", encode(path)), 1)
+        .wait_for_records(&format!("path_prefix={}", encode_query_value(path)), 1)
         .await;
     records.remove(0)
 }
@@ -351,13 +345,7 @@ async fn basic_auth_records_the_user_on_success_and_the_failure_without_the_pass
         wrong.trim_start_matches("Basic "),
     ];
     for record in [&right_record, &wrong_record] {
-        let text = record.to_string();
-        for secret in secrets {
-            assert!(
-                !text.contains(secret),
-                "{secret} reached the record: {text}"
-            );
-        }
+        assert_not_in_text("the record", &record.to_string(), &secrets);
     }
 }
 
@@ -380,18 +368,12 @@ async fn a_basic_auth_user_nobody_checked_is_recorded_as_claimed_never_as_the_pr
     assert!(record["principal_source"].is_null(), "{record:#}");
     assert_eq!(record["claimed_user"], "demo", "{record:#}");
     assert_eq!(record["mechanism"], "none", "{record:#}");
-    let out =
-        auth.stack
-            .collector
-            .cli(&["query", "--since", "5m", "--path-prefix", "/public/spoofed"]);
-    let table = String::from_utf8_lossy(&out.stdout);
+    let cli = auth.stack.collector.cli();
+    let table = cli.ok(&["query", "--since", "5m", "--path-prefix", "/public/spoofed"]);
     assert!(table.contains("(claimed) demo"), "{table}");
-    let report = auth
-        .stack
-        .collector
-        .cli(&["report", "access", "--since", "5m", "--format", "json"]);
+    let report = cli.ok(&["report", "access", "--since", "5m", "--format", "json"]);
     assert!(
-        !String::from_utf8_lossy(&report.stdout).contains("\"demo\""),
+        !report.contains("\"demo\""),
         "a claim is not a principal in the access report"
     );
 }
@@ -524,19 +506,8 @@ async fn no_token_password_cookie_or_api_key_reaches_the_database_files() {
         referer_code.as_str(),
     ];
     let text = serde_json::to_string(&records).expect("json");
-    for secret in secrets {
-        assert!(!text.contains(secret), "{secret} reached a record: {text}");
-    }
-    let data_dir = auth.stack.collector.data_dir();
-    let files = std::fs::read_dir(&data_dir)
-        .map(|dir| dir.count())
-        .unwrap_or(0);
-    assert!(files > 0, "no database files in {}", data_dir.display());
-    let found = find_secrets_in_files(&data_dir, &secrets);
-    assert!(
-        found.is_empty(),
-        "credentials in the database files: {found:#?}"
-    );
+    assert_not_in_text("a record", &text, &secrets);
+    assert_not_in_files(&auth.stack.collector.data_dir(), &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,10 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use warden_e2e::{Client, eventually, paths};
+use std::time::Duration;
+use warden_e2e::collector::terminate_group;
+use warden_e2e::eventually::{Wait, eventually, patience};
+use warden_e2e::{Cli, Client, paths};
 
 /// `scripts/demo.sh` in its own process group, killed with its children on drop.
 struct Demo {
@@ -73,8 +75,10 @@ impl Demo {
         self.data.path().join("data")
     }
 
+    /// Waits (three times the usual patience: the script starts four processes and makes a
+    /// PKI) until the demo says it is running; panics if it exits first.
     async fn wait_running(&mut self) {
-        let deadline = Instant::now() + warden_e2e::eventually::patience() * 3;
+        let mut wait = Wait::within("the demo to be running", patience() * 3);
         loop {
             if self.output().contains("Warden demo is running") {
                 return;
@@ -82,27 +86,15 @@ impl Demo {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the demo exited ({status}) before it was running");
             }
-            assert!(Instant::now() < deadline, "the demo did not start in time");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(timeout) = wait.retry("not yet").await {
+                panic!("{timeout}");
+            }
         }
     }
 
     /// The CLI as a user runs it beside the demo: the data directory is the only hint.
-    fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(paths::warden_bin())
-            .args(args)
-            .env("WARDEN_DATA_DIR", self.data_dir())
-            .env_remove("WARDEN_TOKEN")
-            .env_remove("WARDEN_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+    fn cli(&self) -> Cli {
+        Cli::with_data_dir(&self.data_dir())
     }
 
     fn url(&self, path: &str) -> String {
@@ -112,22 +104,7 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
+        terminate_group(&mut self.child, Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!(
                 "===== demo output =====\n{}\n===== end of demo output =====",
@@ -165,14 +142,16 @@ async fn the_demo_runs_guarded_and_the_readme_commands_work_as_printed() {
         200
     );
     eventually("the request in `warden query`", || async {
-        let (ok, out) = demo.cli(&[
+        let out = demo.cli().run(&[
             "query",
             "--since",
             "5m",
             "--path-prefix",
             "/anything/demo-check",
         ]);
-        (ok && out.contains("127.0.0.41")).then_some(()).ok_or(out)
+        (out.success() && out.stdout.contains("127.0.0.41"))
+            .then_some(())
+            .ok_or(format!("{}{}", out.stdout, out.stderr))
     })
     .await;
 
@@ -212,24 +191,15 @@ async fn the_demo_runs_guarded_and_the_readme_commands_work_as_printed() {
     );
 
     // Inline blocking from the CLI.
-    let (ok, out) = demo.cli(&["ban", "127.0.0.41", "--ttl", "5m", "--reason", "demo"]);
-    assert!(ok, "{out}");
-    eventually("the ban enforced by Envoy", || async {
-        let status = client.get(&demo.url("/anything")).await.status;
-        (status == 403).then_some(()).ok_or(status.to_string())
-    })
-    .await;
-    let (ok, out) = demo.cli(&["unban", "127.0.0.41"]);
-    assert!(ok, "{out}");
-    eventually("the unban reaching Envoy", || async {
-        let status = client.get(&demo.url("/anything")).await.status;
-        (status == 200).then_some(()).ok_or(status.to_string())
-    })
-    .await;
+    demo.cli()
+        .ok(&["ban", "127.0.0.41", "--ttl", "5m", "--reason", "demo"]);
+    // Envoy enforces the ban, and then the unban.
+    client.wait_for_status(&demo.url("/anything"), 403).await;
+    demo.cli().ok(&["unban", "127.0.0.41"]);
+    client.wait_for_status(&demo.url("/anything"), 200).await;
 
     // The README's audit command shows those calls, reads included, with the local admin.
-    let (ok, out) = demo.cli(&["audit", "--api", "--since", "10m"]);
-    assert!(ok, "{out}");
+    let out = demo.cli().ok(&["audit", "--api", "--since", "10m"]);
     for operation in ["decisions.ban", "decisions.unban", "records.query"] {
         assert!(out.contains(operation), "{operation} missing from:\n{out}");
     }

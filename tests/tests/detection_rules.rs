@@ -89,16 +89,6 @@ async fn until_status(
     );
 }
 
-fn warden(collector: &Collector, args: &[&str]) -> String {
-    let output = collector.cli(args);
-    assert!(
-        output.status.success(),
-        "warden {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8")
-}
-
 /// Waits until the rule-decision history of `ip` satisfies `done`, and returns it. The history
 /// row is written right after the ban is pushed, so it may trail the block a client sees.
 async fn wait_rule_decisions(
@@ -166,7 +156,7 @@ async fn a_login_brute_force_is_blocked_once_past_the_threshold() {
         bystander.get(&stack.envoy.url("/anything")).await.status,
         200
     );
-    let explained = warden(&stack.collector, &["explain", "127.0.0.51"]);
+    let explained = stack.collector.cli().ok(&["explain", "127.0.0.51"]);
     assert!(explained.contains("is BLOCKED"), "{explained}");
     assert!(explained.contains("login-brute-force"), "{explained}");
     assert!(explained.contains("threshold 10"), "{explained}");
@@ -240,7 +230,7 @@ async fn a_dry_run_rule_records_but_does_not_block() {
         );
     }
     let explained = eventually("the dry-run decision to be explained", || async {
-        let out = warden(&stack.collector, &["explain", "127.0.0.55"]);
+        let out = stack.collector.cli().ok(&["explain", "127.0.0.55"]);
         if out.contains("dry-run") && out.contains("errors-trial") {
             Ok(out)
         } else {
@@ -264,7 +254,9 @@ async fn a_repeat_offender_is_banned_for_longer() {
     let client = Client::from("127.0.0.56");
     until_status(&stack.envoy, &client, "/status/401", &[], 403, 500).await;
     // The 2 s ban expires; the next offence is the second within the escalation period.
-    until_status(&stack.envoy, &client, "/status/401", &[], 401, 20_000).await;
+    client
+        .wait_for_status(&stack.envoy.url("/status/401"), 401)
+        .await;
     until_status(&stack.envoy, &client, "/status/401", &[], 403, 500).await;
     let banned = |d: &Value| d["outcome"] == "banned";
     let bans: Vec<Value> = wait_rule_decisions(&stack.collector, "127.0.0.56", |d| {

@@ -72,10 +72,13 @@ async fn a_collector_killed_under_load_loses_no_acknowledged_record_and_stores_n
                     "a client request failed while the collector was killed"
                 );
                 served.fetch_add(1, Ordering::Relaxed);
+                // Paces the load (at most 200 requests a second per client).
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
     }
+    // The pauses here are the fault plan (time up, time down), not waits for a condition; the
+    // last one lets the load run a second against the restarted collector.
     let started = Instant::now();
     for _ in 0..plan.kills {
         tokio::time::sleep(plan.every - plan.down).await;
@@ -305,11 +308,7 @@ async fn summarized_requests_stored(stack: &Stack, client: &Client, summarized: 
         }
     })
     .await;
-    let body = stack
-        .collector
-        .get_json(&format!("{base}/api/v1/filters"))
-        .await
-        .unwrap();
+    let body = stack.collector.filters().await.unwrap();
     let node = stack.envoy.options.node_id.as_str();
     let accounted = body["accounting"]
         .as_array()

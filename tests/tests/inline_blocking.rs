@@ -2,53 +2,22 @@
 //! clients before the request reaches the upstream.
 
 use serde_json::Value;
-use std::process::Output;
 use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, Stack, eventually};
-
-/// Runs the CLI and asserts it succeeded, returning stdout.
-fn warden(collector: &Collector, args: &[&str]) -> String {
-    let output = collector.cli(args);
-    assert!(
-        output.status.success(),
-        "warden {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf-8 output")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Waits until requests from `source` get `status`.
-async fn wait_for_status(envoy: &Envoy, source: &str, path: &str, status: u16) {
-    let client = Client::from(source);
-    let url = envoy.url(path);
-    eventually(&format!("{source} to get {status} for {path}"), || {
-        let (client, url) = (&client, &url);
-        async move {
-            let response = client.try_get_with(url, &[]).await?;
-            if response.status == status {
-                Ok(())
-            } else {
-                Err(format!("got {}", response.status))
-            }
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banned_address_gets_403_while_others_pass_and_the_block_is_recorded() {
     let stack = Stack::start().await;
-    wait_for_status(&stack.envoy, "127.0.0.5", "/anything", 200).await;
+    Client::from("127.0.0.5")
+        .wait_for_status(&stack.envoy.url("/anything"), 200)
+        .await;
 
-    warden(
-        &stack.collector,
-        &["ban", "127.0.0.5", "--reason", "abuse report 42"],
-    );
-    wait_for_status(&stack.envoy, "127.0.0.5", "/anything/blocked", 403).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.0.5", "--reason", "abuse report 42"]);
+    Client::from("127.0.0.5")
+        .wait_for_status(&stack.envoy.url("/anything/blocked"), 403)
+        .await;
     assert_eq!(
         Client::from("127.0.0.6")
             .get(&stack.envoy.url("/anything"))
@@ -82,11 +51,13 @@ async fn a_banned_address_gets_403_while_others_pass_and_the_block_is_recorded()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cidr_ban_blocks_the_range_and_unban_lifts_it() {
     let stack = Stack::start().await;
-    warden(
-        &stack.collector,
-        &["ban", "127.0.1.0/24", "--reason", "bad range"],
-    );
-    wait_for_status(&stack.envoy, "127.0.1.9", "/anything", 403).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.1.0/24", "--reason", "bad range"]);
+    Client::from("127.0.1.9")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
     assert_eq!(
         Client::from("127.0.2.9")
             .get(&stack.envoy.url("/anything"))
@@ -95,13 +66,15 @@ async fn a_cidr_ban_blocks_the_range_and_unban_lifts_it() {
         200
     );
 
-    warden(
-        &stack.collector,
-        &["unban", "127.0.1.0/24", "--reason", "false positive"],
-    );
-    wait_for_status(&stack.envoy, "127.0.1.9", "/anything", 200).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["unban", "127.0.1.0/24", "--reason", "false positive"]);
+    Client::from("127.0.1.9")
+        .wait_for_status(&stack.envoy.url("/anything"), 200)
+        .await;
 
-    let audit = warden(&stack.collector, &["audit", "--json"]);
+    let audit = stack.collector.cli().ok(&["audit", "--json"]);
     assert!(
         audit.contains("127.0.1.0/24") && audit.contains("false positive"),
         "{audit}"
@@ -111,10 +84,17 @@ async fn a_cidr_ban_blocks_the_range_and_unban_lifts_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_with_a_ttl_expires() {
     let stack = Stack::start().await;
-    warden(&stack.collector, &["ban", "127.0.0.11", "--ttl", "3s"]);
-    wait_for_status(&stack.envoy, "127.0.0.11", "/anything", 403).await;
-    wait_for_status(&stack.envoy, "127.0.0.11", "/anything", 200).await;
-    let decisions = warden(&stack.collector, &["decisions", "--json"]);
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.0.11", "--ttl", "3s"]);
+    Client::from("127.0.0.11")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
+    Client::from("127.0.0.11")
+        .wait_for_status(&stack.envoy.url("/anything"), 200)
+        .await;
+    let decisions = stack.collector.cli().ok(&["decisions", "--json"]);
     assert!(
         !decisions.contains("127.0.0.11"),
         "expired decision still listed: {decisions}"
@@ -124,12 +104,14 @@ async fn a_ban_with_a_ttl_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_allowlist_overrides_bans() {
     let stack = Stack::start().await;
-    warden(
-        &stack.collector,
-        &["allow", "add", "127.0.3.7", "--reason", "health checker"],
-    );
-    warden(&stack.collector, &["ban", "127.0.3.0/24"]);
-    wait_for_status(&stack.envoy, "127.0.3.8", "/anything", 403).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["allow", "add", "127.0.3.7", "--reason", "health checker"]);
+    stack.collector.cli().ok(&["ban", "127.0.3.0/24"]);
+    Client::from("127.0.3.8")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
     assert_eq!(
         Client::from("127.0.3.7")
             .get(&stack.envoy.url("/anything"))
@@ -139,25 +121,23 @@ async fn the_allowlist_overrides_bans() {
     );
 
     // A ban of an allowlisted address is refused, says why, and changes nothing.
-    let refused = stack.collector.cli(&["ban", "127.0.3.7"]);
-    assert!(!refused.status.success());
-    assert!(
-        stderr(&refused).contains("127.0.3.7"),
-        "{}",
-        stderr(&refused)
-    );
-    let decisions = warden(&stack.collector, &["decisions", "--json"]);
+    let refused = stack.collector.cli().run(&["ban", "127.0.3.7"]);
+    assert!(!refused.success());
+    assert!(refused.stderr.contains("127.0.3.7"), "{}", refused.stderr);
+    let decisions = stack.collector.cli().ok(&["decisions", "--json"]);
     assert!(!decisions.contains("\"127.0.3.7"), "{decisions}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttle_answers_429_with_retry_after() {
     let stack = Stack::start().await;
-    warden(
-        &stack.collector,
-        &["ban", "127.0.0.12", "--action", "throttle", "--ttl", "10m"],
-    );
-    wait_for_status(&stack.envoy, "127.0.0.12", "/anything", 429).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.0.12", "--action", "throttle", "--ttl", "10m"]);
+    Client::from("127.0.0.12")
+        .wait_for_status(&stack.envoy.url("/anything"), 429)
+        .await;
     let response = Client::from("127.0.0.12")
         .get(&stack.envoy.url("/anything"))
         .await;
@@ -181,11 +161,11 @@ async fn invalid_ban_input_is_refused_and_changes_nothing() {
         vec!["ban", "10.0.0.1", "--ttl", "1x"],
         vec!["ban", "10.0.0.1", "--action", "explode"],
     ] {
-        let output = collector.cli(&args);
-        assert!(!output.status.success(), "warden {args:?} was accepted");
-        assert!(!stderr(&output).is_empty(), "warden {args:?} said nothing");
+        let output = collector.cli().run(&args);
+        assert!(!output.success(), "warden {args:?} was accepted");
+        assert!(!output.stderr.is_empty(), "warden {args:?} said nothing");
     }
-    let decisions = warden(&collector, &["decisions", "--json"]);
+    let decisions = collector.cli().ok(&["decisions", "--json"]);
     assert!(
         decisions.trim().is_empty() || decisions.trim() == "[]",
         "{decisions}"
@@ -195,21 +175,25 @@ async fn invalid_ban_input_is_refused_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_survive_a_collector_restart_and_reach_an_envoy_started_later() {
     let mut stack = Stack::start().await;
-    warden(
-        &stack.collector,
-        &["ban", "127.0.0.13", "--reason", "persisted"],
-    );
-    wait_for_status(&stack.envoy, "127.0.0.13", "/anything", 403).await;
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.0.13", "--reason", "persisted"]);
+    Client::from("127.0.0.13")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
 
     stack.collector.restart().await;
-    let decisions = warden(&stack.collector, &["decisions", "--json"]);
+    let decisions = stack.collector.cli().ok(&["decisions", "--json"]);
     assert!(decisions.contains("127.0.0.13"), "{decisions}");
 
     // A new Envoy gets the ban in its first snapshot.
     let mut options = EnvoyOptions::new(&stack.collector, stack.upstream);
     options.concurrency = 1;
     let late = Envoy::start(options).await;
-    wait_for_status(&late, "127.0.0.13", "/anything", 403).await;
+    Client::from("127.0.0.13")
+        .wait_for_status(&late.url("/anything"), 403)
+        .await;
     assert_eq!(
         Client::from("127.0.0.14")
             .get(&late.url("/anything"))
@@ -222,14 +206,23 @@ async fn decisions_survive_a_collector_restart_and_reach_an_envoy_started_later(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_received_decisions_are_enforced_and_still_expire() {
     let mut stack = Stack::start().await;
-    warden(&stack.collector, &["ban", "127.0.0.15"]);
-    warden(&stack.collector, &["ban", "127.0.0.16", "--ttl", "4s"]);
-    wait_for_status(&stack.envoy, "127.0.0.15", "/anything", 403).await;
-    wait_for_status(&stack.envoy, "127.0.0.16", "/anything", 403).await;
+    stack.collector.cli().ok(&["ban", "127.0.0.15"]);
+    stack
+        .collector
+        .cli()
+        .ok(&["ban", "127.0.0.16", "--ttl", "4s"]);
+    Client::from("127.0.0.15")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
+    Client::from("127.0.0.16")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
 
     stack.collector.kill();
     // The TTL ban lifts on time although nobody can tell the filter.
-    wait_for_status(&stack.envoy, "127.0.0.16", "/anything", 200).await;
+    Client::from("127.0.0.16")
+        .wait_for_status(&stack.envoy.url("/anything"), 200)
+        .await;
     let still = Client::from("127.0.0.15")
         .get(&stack.envoy.url("/anything"))
         .await;
@@ -253,8 +246,10 @@ async fn every_worker_blocks_and_reports_the_applied_version() {
     })
     .await;
 
-    warden(&stack.collector, &["ban", "127.0.0.17"]);
-    wait_for_status(&stack.envoy, "127.0.0.17", "/anything", 403).await;
+    stack.collector.cli().ok(&["ban", "127.0.0.17"]);
+    Client::from("127.0.0.17")
+        .wait_for_status(&stack.envoy.url("/anything"), 403)
+        .await;
     // Every request on a fresh connection: the kernel spreads them over both workers.
     for i in 0..40 {
         let client = Client::from("127.0.0.17");
@@ -285,8 +280,7 @@ async fn every_worker_blocks_and_reports_the_applied_version() {
 
 /// The connected filters, from `GET /api/v1/filters`.
 async fn filters(collector: &Collector) -> Vec<Value> {
-    let url = format!("{}/api/v1/filters", collector.base_url());
-    match collector.get_json(&url).await {
+    match collector.filters().await {
         Ok(body) => body["filters"].as_array().cloned().unwrap_or_default(),
         Err(_) => Vec::new(),
     }

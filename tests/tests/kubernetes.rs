@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use warden_e2e::auth::{issue_from_warden_ca, warden_init};
-use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions, eventually, paths};
+use warden_e2e::secrets::assert_not_in_text;
+use warden_e2e::{Cli, Client, Collector, CollectorTls, Envoy, EnvoyOptions, eventually, paths};
 
 const COLLECTOR_NAME: &str = "warden-collector.warden.svc";
 
@@ -260,12 +261,7 @@ fn the_gateways_dial_the_collector_over_mtls_and_no_secret_sits_in_a_manifest() 
         "envoy-gateway.yaml",
     ] {
         let text = std::fs::read_to_string(manifests_dir().join(name)).unwrap();
-        for secret_marker in ["wdn_", "BEGIN", "PRIVATE KEY"] {
-            assert!(
-                !text.contains(secret_marker),
-                "{name} holds {secret_marker}"
-            );
-        }
+        assert_not_in_text(name, &text, &["wdn_", "BEGIN", "PRIVATE KEY"]);
         for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
             assert!(
                 !line.trim_start().starts_with("token ="),
@@ -353,15 +349,12 @@ async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_ove
     // `warden serve --check` accepts the shipped configuration and names what is wrong in a
     // broken one.
     let check = |config: &Path| {
-        Command::new(paths::warden_bin())
-            .args(["serve", "--check", "--config"])
-            .arg(config)
-            .output()
-            .unwrap()
+        let config = config.display().to_string();
+        Cli::new().run(&["serve", "--check", "--config", &config])
     };
     let out = check(&config);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let stdout = &out.stdout;
+    assert!(out.success(), "{out:?}");
     assert!(
         stdout.contains("configuration OK")
             && stdout.contains("TLS, client certificate required")
@@ -377,11 +370,8 @@ async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_ove
     )
     .unwrap();
     let out = check(&broken);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("missing.key"),
-        "{out:?}"
-    );
+    assert!(!out.success());
+    assert!(out.stderr.contains("missing.key"), "{out:?}");
 
     let collector = Collector::start_with_config(&std::fs::read_to_string(&config).unwrap()).await;
     let ca = pki.join("ca.pem");
@@ -498,16 +488,10 @@ async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_ove
         })
         .await;
     }
-    eventually("the impostor's node id to be refused", || async {
-        match collector
-            .metric("warden_grpc_refused_total{reason=\"permission_denied\"}")
-            .await
-        {
-            0 => Err("0".to_string()),
-            _ => Ok(()),
-        }
-    })
-    .await;
+    // The impostor's node id is refused.
+    collector
+        .wait_for_metric("warden_grpc_refused_total{reason=\"permission_denied\"}", 1)
+        .await;
     assert!(collector.log().contains("envoy-gateway"));
     let body: Value = admin
         .get(format!("{api}/api/v1/records?ip=127.0.0.63"))

@@ -37,10 +37,7 @@ async fn an_outage_longer_than_the_buffer_leaves_summaries_that_count_every_requ
 
     // Every record the buffer kept arrives, and the summaries of the rest.
     let accounting = eventually("the outage accounted for", || async {
-        let body = stack
-            .collector
-            .get_json(&format!("{}/api/v1/filters", stack.collector.base_url()))
-            .await?;
+        let body = stack.collector.filters().await?;
         let rows: Vec<Value> = body["accounting"].as_array().cloned().unwrap_or_default();
         let sum = |f: &dyn Fn(&Value) -> u64| rows.iter().map(f).sum::<u64>();
         let stored = sum(&|r| r["stored"].as_u64().unwrap_or(0));
@@ -108,31 +105,17 @@ async fn an_outage_longer_than_the_buffer_leaves_summaries_that_count_every_requ
     }
 
     // The CLI shows them, and says which filter instance summarized how many.
-    let out = stack
-        .collector
-        .cli(&["summaries", "--ip", "127.0.0.120", "--since", "10m"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli = stack.collector.cli();
+    let text = cli.ok(&["summaries", "--ip", "127.0.0.120", "--since", "10m"]);
     assert!(
         text.contains("127.0.0.120") && text.contains("2xx"),
         "{text}"
     );
-    let out = stack.collector.cli(&["filters"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = cli.run(&["filters"]).stdout;
     assert!(text.contains("SUMMARIZED"), "{text}");
 
     // The summaries are in the trail's hash chains like the records.
-    let out = stack.collector.cli(&["verify"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = cli.ok(&["verify"]);
     assert!(
         text.contains("record summaries: ") && !text.contains("record summaries: 0 verified"),
         "{text}"

@@ -4,21 +4,13 @@
 
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use warden_e2e::auth::{AUDIENCE, ISSUER, JwtSigner, claims, mtls_collector_config, warden_init};
-use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions, Stack, eventually, paths};
-
-fn init_pki(dir: &Path) -> PathBuf {
-    warden_init(dir, &[]).unwrap()
-}
+use warden_e2e::secrets::assert_not_in_text;
+use warden_e2e::{Cli, Client, Collector, CollectorTls, Envoy, EnvoyOptions, Stack, eventually};
 
 fn p(dir: &Path, file: &str) -> String {
     dir.join(file).display().to_string()
-}
-
-fn mtls_config(pki: &Path, node_ids: &str) -> String {
-    mtls_collector_config(pki, node_ids)
 }
 
 fn collector_tls(trusted_ca: &Path, client: &Path) -> CollectorTls {
@@ -30,54 +22,40 @@ fn collector_tls(trusted_ca: &Path, client: &Path) -> CollectorTls {
     }
 }
 
-async fn metric(collector: &Collector, name: &str) -> u64 {
-    collector.metric(name).await
-}
-
 #[tokio::test]
 async fn a_filter_with_a_client_certificate_delivers_records_and_receives_bans_over_mtls() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = init_pki(&dir.path().join("pki"));
-    let stack = Stack::start_with_collector_config(&mtls_config(&pki, r#""e2e-*""#), |o| {
-        o.filter_token = None;
-        o.collector_tls = Some(collector_tls(&pki, &pki));
-    })
-    .await;
-    let filters = stack
-        .collector
-        .get_json(&format!("{}/api/v1/filters", stack.collector.base_url()))
-        .await
-        .unwrap();
+    let pki = warden_init(&dir.path().join("pki"), &[]).unwrap();
+    let stack =
+        Stack::start_with_collector_config(&mtls_collector_config(&pki, r#""e2e-*""#), |o| {
+            o.filter_token = None;
+            o.collector_tls = Some(collector_tls(&pki, &pki));
+        })
+        .await;
+    let filters = stack.collector.filters().await.unwrap();
     assert_eq!(filters["filters"][0]["credential"], "gateway-certs");
     let client = Client::from("127.0.0.41");
     assert_eq!(
         client.get(&stack.envoy.url("/anything/mtls")).await.status,
         200
     );
-    let out = stack
+    stack
         .collector
-        .cli(&["ban", "127.0.0.41", "--reason", "mtls push"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually("the ban to reach Envoy over mTLS", || async {
-        match client.get(&stack.envoy.url("/anything/mtls")).await.status {
-            403 => Ok(()),
-            other => Err(format!("status {other}")),
-        }
-    })
-    .await;
+        .cli()
+        .ok(&["ban", "127.0.0.41", "--reason", "mtls push"]);
+    // The ban reaches Envoy over mTLS.
+    client
+        .wait_for_status(&stack.envoy.url("/anything/mtls"), 403)
+        .await;
     stack.wait_for_records("ip=127.0.0.41", 2).await;
 }
 
 #[tokio::test]
 async fn filters_without_a_trusted_certificate_are_refused_and_envoy_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = init_pki(&dir.path().join("pki"));
-    let stranger = init_pki(&dir.path().join("stranger"));
-    let collector = Collector::start_with_config(&mtls_config(&pki, r#""*""#)).await;
+    let pki = warden_init(&dir.path().join("pki"), &[]).unwrap();
+    let stranger = warden_init(&dir.path().join("stranger"), &[]).unwrap();
+    let collector = Collector::start_with_config(&mtls_collector_config(&pki, r#""*""#)).await;
     let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -106,19 +84,11 @@ async fn filters_without_a_trusted_certificate_are_refused_and_envoy_keeps_servi
             );
         }
     }
-    eventually("refused handshakes to be counted", || async {
-        let n = metric(
-            &collector,
-            "warden_tls_handshake_failures_total{listener=\"grpc\"}",
-        )
+    // Both refused handshakes are counted.
+    collector
+        .wait_for_metric("warden_tls_handshake_failures_total{listener=\"grpc\"}", 2)
         .await;
-        if n >= 2 { Ok(()) } else { Err(format!("{n}")) }
-    })
-    .await;
-    let filters = collector
-        .get_json(&format!("{}/api/v1/filters", collector.base_url()))
-        .await
-        .unwrap();
+    let filters = collector.filters().await.unwrap();
     assert_eq!(filters["filters"], json!([]), "no filter got the list");
     assert!(collector.records("ip=127.0.0.42").await.unwrap().is_empty());
 }
@@ -139,8 +109,9 @@ fn without_client_cert(dir: &tempfile::TempDir, template: &Path) -> PathBuf {
 #[tokio::test]
 async fn a_credential_that_does_not_cover_the_node_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = init_pki(&dir.path().join("pki"));
-    let collector = Collector::start_with_config(&mtls_config(&pki, r#""gateway-*""#)).await;
+    let pki = warden_init(&dir.path().join("pki"), &[]).unwrap();
+    let collector =
+        Collector::start_with_config(&mtls_collector_config(&pki, r#""gateway-*""#)).await;
     let upstream = warden_e2e::upstream::spawn("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -155,15 +126,10 @@ async fn a_credential_that_does_not_cover_the_node_id_is_refused() {
             .status,
         200
     );
-    eventually("the node id refusal to be counted", || async {
-        let n = metric(
-            &collector,
-            "warden_grpc_refused_total{reason=\"permission_denied\"}",
-        )
+    // The node id's refusal is counted.
+    collector
+        .wait_for_metric("warden_grpc_refused_total{reason=\"permission_denied\"}", 1)
         .await;
-        if n >= 1 { Ok(()) } else { Err(format!("{n}")) }
-    })
-    .await;
     assert!(
         collector.log().contains("gateway-certs"),
         "the refusal is logged with the credential's name"
@@ -378,26 +344,15 @@ role_claim = "warden_role"
         "failed authentications are audited with their reason"
     );
     // The CLI shows it too, filtered.
-    let out = Command::new(paths::warden_bin())
-        .args([
-            "audit",
-            "--api",
-            "--actor",
-            "otto",
-            "--operation",
-            "decisions.",
-            "--json",
-        ])
-        .env("WARDEN_DATA_DIR", collector.data_dir())
-        .env("WARDEN_TOKEN", &admin)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = collector.cli().token(&admin).ok(&[
+        "audit",
+        "--api",
+        "--actor",
+        "otto",
+        "--operation",
+        "decisions.",
+        "--json",
+    ]);
     assert!(
         text.lines().count() >= 3 && text.lines().all(|l| l.contains("\"otto\"")),
         "{text}"
@@ -407,20 +362,18 @@ role_claim = "warden_role"
 #[tokio::test]
 async fn a_non_loopback_listener_without_tls_refuses_to_start_saying_what_to_configure() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(paths::warden_bin())
-        .args([
-            "serve",
-            "--http-listen",
-            "0.0.0.0:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let data_dir = dir.path().join("data").display().to_string();
+    let out = Cli::new().run(&[
+        "serve",
+        "--http-listen",
+        "0.0.0.0:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(!out.success());
+    let err = &out.stderr;
     assert!(
         err.contains("http.listen") && err.contains("[http.tls]") && err.contains("insecure"),
         "{err}"
@@ -459,8 +412,8 @@ async fn served_fingerprint(url: &str, ca: &Path) -> String {
 #[tokio::test]
 async fn rotated_certificates_are_picked_up_without_dropping_filter_streams() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = init_pki(&dir.path().join("pki"));
-    let config = mtls_config(&pki, r#""e2e-*""#).replace(
+    let pki = warden_init(&dir.path().join("pki"), &[]).unwrap();
+    let config = mtls_collector_config(&pki, r#""e2e-*""#).replace(
         "require_client_cert = true\n",
         "require_client_cert = true\nreload_interval = \"200ms\"\n",
     ) + &format!(
@@ -524,26 +477,15 @@ async fn rotated_certificates_are_picked_up_without_dropping_filter_streams() {
         streams_before,
         "the Subscribe streams survived"
     );
-    let out = stack
+    stack
         .collector
-        .cli(&["ban", "127.0.0.44", "--reason", "after rotation"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .cli()
+        .ok(&["ban", "127.0.0.44", "--reason", "after rotation"]);
     let client = Client::from("127.0.0.44");
-    eventually("a ban pushed on the old stream", || async {
-        match client
-            .get(&stack.envoy.url("/anything/rotated"))
-            .await
-            .status
-        {
-            403 => Ok(()),
-            other => Err(format!("{other}")),
-        }
-    })
-    .await;
+    // The ban is pushed on the old stream.
+    client
+        .wait_for_status(&stack.envoy.url("/anything/rotated"), 403)
+        .await;
     let metrics = admin
         .get(format!("{api}/metrics"))
         .send()
@@ -619,15 +561,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
 async fn audit_client(
     collector: &Collector,
 ) -> warden_proto::pb::audit_service_client::AuditServiceClient<tonic::transport::Channel> {
-    warden_proto::pb::audit_service_client::AuditServiceClient::new(grpc_channel(collector).await)
-}
-
-async fn grpc_channel(collector: &Collector) -> tonic::transport::Channel {
-    tonic::transport::Channel::from_shared(format!("http://{}", collector.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    warden_proto::pb::audit_service_client::AuditServiceClient::new(collector.grpc_channel().await)
 }
 
 async fn status_of(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -891,7 +825,7 @@ async fn forged_records_and_subscriptions_need_a_credential_covering_the_node() 
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert!(e.message().contains("gateways"), "{}", e.message());
     let mut push = warden_proto::pb::deny_list_service_client::DenyListServiceClient::new(
-        grpc_channel(&collector).await,
+        collector.grpc_channel().await,
     );
     let hello = warden_proto::pb::FilterMessage {
         message: Some(warden_proto::pb::filter_message::Message::Subscribe(
@@ -946,18 +880,18 @@ async fn a_reported_drop_count_cannot_exceed_what_the_filter_numbered() {
         ))
         .await
         .unwrap();
-    assert_eq!(metric(&collector, "warden_filter_dropped_records").await, 0);
+    assert_eq!(collector.metric("warden_filter_dropped_records").await, 0);
     client
         .export(with_token(batch("node-a", ok(3), 3), Some(&token)))
         .await
         .unwrap();
-    assert_eq!(metric(&collector, "warden_filter_dropped_records").await, 3);
+    assert_eq!(collector.metric("warden_filter_dropped_records").await, 3);
     client
         .export(with_token(batch("node-a", ok(5), 1), Some(&token)))
         .await
         .unwrap();
     assert_eq!(
-        metric(&collector, "warden_filter_dropped_records").await,
+        collector.metric("warden_filter_dropped_records").await,
         3,
         "never decreases"
     );
@@ -1053,15 +987,10 @@ async fn alert_webhooks_follow_no_redirect_reach_no_unlisted_loopback_and_never_
         ))
         .await
         .unwrap();
-    eventually("both deliveries to fail", || async {
-        let failed = metric(&collector, "warden_alerts_failed_total").await;
-        if failed >= 2 {
-            Ok(())
-        } else {
-            Err(format!("{failed} failed"))
-        }
-    })
-    .await;
+    // Both deliveries fail.
+    collector
+        .wait_for_metric("warden_alerts_failed_total", 2)
+        .await;
     assert_eq!(
         outer_hits.load(std::sync::atomic::Ordering::SeqCst),
         2,
@@ -1079,9 +1008,11 @@ async fn alert_webhooks_follow_no_redirect_reach_no_unlisted_loopback_and_never_
     );
     let _ = unlisted;
     let log = collector.log();
-    for secret in ["pa55word", "s3cr3t-path", "k3y", "alice:"] {
-        assert!(!log.contains(secret), "{secret} reached the log:\n{log}");
-    }
+    assert_not_in_text(
+        "the log",
+        &log,
+        &["pa55word", "s3cr3t-path", "k3y", "alice:"],
+    );
     assert!(
         log.contains(&format!("http://127.0.0.1:{}", outer.port())),
         "the destination is named by host and port"

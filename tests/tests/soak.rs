@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use warden_e2e::measure::{EnvoyMemory, Stats, mib};
-use warden_e2e::{Client, Stack, eventually};
+use warden_e2e::{Client, Stack, eventually_within};
 
 const WAVES: u32 = 10;
 const BANS_PER_WAVE: u32 = 10_000;
@@ -66,8 +66,7 @@ impl Sample {
 
 /// Full deny-list snapshots the collector has sent this Envoy's filter VMs.
 async fn snapshots_sent(stack: &Stack) -> u64 {
-    let url = format!("{}/api/v1/filters", stack.collector.base_url());
-    let body = stack.collector.get_json(&url).await.unwrap();
+    let body = stack.collector.filters().await.unwrap();
     body["filters"]
         .as_array()
         .into_iter()
@@ -165,34 +164,18 @@ async fn push_wave(stack: &Stack, wave: u32) -> f64 {
     f64::from(BANS_PER_WAVE) / started.elapsed().as_secs_f64()
 }
 
-/// Polls until the filter's deny list holds `entries` entries, for at most `patience`.
+/// Waits until the filter's deny list holds `entries` entries, for at most `patience`.
 async fn wait_for_entries(stack: &Stack, entries: u64, patience: Duration) {
-    let deadline = Instant::now() + patience;
-    loop {
-        let now = stack.envoy.stat("warden.denylist_entries").await;
-        if now == Some(entries) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the deny list still holds {now:?} entries after {patience:?}, not {entries}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Waits until requests from `source` get `status`.
-async fn wait_for_status(stack: &Stack, source: &str, status: u16) {
-    let client = Client::from(source);
-    let url = stack.envoy.url("/soak/check");
-    eventually(&format!("{source} to get {status}"), || async {
-        let got = client.try_get_with(&url, &[]).await?.status;
-        if got == status {
-            Ok(())
-        } else {
-            Err(format!("got {got}"))
-        }
-    })
+    eventually_within(
+        &format!("the deny list to hold {entries} entries"),
+        patience,
+        || async {
+            match stack.envoy.stat("warden.denylist_entries").await {
+                Some(now) if now == entries => Ok(()),
+                now => Err(format!("it holds {now:?}")),
+            }
+        },
+    )
     .await;
 }
 
@@ -211,10 +194,11 @@ async fn a_hundred_thousand_bans_with_distinct_reasons_leave_filter_memory_flat(
     // The deny list still answers right: one more ban holds, one lifted ban is gone.
     let http = stack.collector.http();
     let url = format!("{}/api/v1/decisions", stack.collector.base_url());
+    let check = stack.envoy.url("/soak/check");
     for source in [STILL_BANNED, UNBANNED] {
         let reason = format!("the soak's check of {source}");
         ban(&http, &url, &json!({ "target": source, "reason": reason })).await;
-        wait_for_status(&stack, source, 403).await;
+        Client::from(source).wait_for_status(&check, 403).await;
     }
     let unban = http
         .delete(format!("{url}?target={UNBANNED}&reason=soak"))
@@ -222,8 +206,10 @@ async fn a_hundred_thousand_bans_with_distinct_reasons_leave_filter_memory_flat(
         .await
         .unwrap();
     assert_eq!(unban.status(), StatusCode::OK, "unban {UNBANNED}");
-    wait_for_status(&stack, UNBANNED, 200).await;
-    wait_for_status(&stack, STILL_BANNED, 403).await;
+    Client::from(UNBANNED).wait_for_status(&check, 200).await;
+    Client::from(STILL_BANNED)
+        .wait_for_status(&check, 403)
+        .await;
     // Every wave's bans expire; the one that stays in force is left.
     wait_for_entries(&stack, 1, BAN_TTL + Duration::from_secs(30)).await;
     table.push(Sample::take(&stack, "expired", WAVES * BANS_PER_WAVE + 2, 0.0).await);

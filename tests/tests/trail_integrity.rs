@@ -5,8 +5,9 @@
 //! sequences and formulas.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
-use warden_e2e::{Client, Collector, Envoy, EnvoyOptions, eventually};
+use warden_e2e::{Cli, Client, Collector, Envoy, EnvoyOptions, eventually};
 use warden_proto::pb::audit_service_client::AuditServiceClient;
 use warden_proto::pb::{AccessRecord, ExportRequest, FilterIdentity, Principal, PrincipalSource};
 
@@ -33,11 +34,7 @@ async fn export(
     collector: &Collector,
     records: Vec<AccessRecord>,
 ) -> warden_proto::pb::ExportResponse {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", collector.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = collector.grpc_channel().await;
     let mut request = export_request(records);
     request.metadata_mut().insert(
         "authorization",
@@ -161,17 +158,12 @@ async fn an_ipv4_mapped_ban_blocks_the_ipv4_client() {
     let envoy = Envoy::start(EnvoyOptions::new(&collector, upstream)).await;
     let client = Client::from("127.0.0.73");
     assert_eq!(client.get(&envoy.url("/before")).await.status, 200);
-    let out = collector.cli(&["ban", "::ffff:127.0.0.73", "--reason", "mapped"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let stdout = collector
+        .cli()
+        .ok(&["ban", "::ffff:127.0.0.73", "--reason", "mapped"]);
     assert!(stdout.contains("127.0.0.73/32"), "{stdout}");
-    eventually("the mapped ban enforced on the IPv4 client", || async {
-        match client.get(&envoy.url("/after")).await.status {
-            403 => Ok(()),
-            other => Err(other.to_string()),
-        }
-    })
-    .await;
+    // The mapped ban is enforced on the IPv4 client.
+    client.wait_for_status(&envoy.url("/after"), 403).await;
 }
 
 #[tokio::test]
@@ -188,19 +180,16 @@ async fn stored_strings_reach_terminals_and_spreadsheets_as_data() {
     let answer = export(&collector, vec![r]).await;
     assert_eq!(answer.accepted, 1, "{answer:?}");
 
-    let query = collector.cli(&["query", "--since", "1h"]);
-    let text = String::from_utf8_lossy(&query.stdout);
-    assert!(query.status.success(), "{query:?}");
-    assert!(!query.stdout.contains(&0x1b), "raw escape in:\n{text}");
-    assert!(!query.stdout.contains(&0x07), "raw BEL in:\n{text}");
+    let cli = collector.cli();
+    let text = cli.ok(&["query", "--since", "1h"]);
+    assert!(!text.contains('\x1b'), "raw escape in:\n{text}");
+    assert!(!text.contains('\x07'), "raw BEL in:\n{text}");
     // (Hosts are stored lower-cased.)
     assert!(text.contains("evil\\x1b[2j.example"), "{text}");
 
     for format in ["table", "csv"] {
-        let report = collector.cli(&["report", "access", "--since", "1h", "--format", format]);
-        let text = String::from_utf8_lossy(&report.stdout);
-        assert!(report.status.success(), "{report:?}");
-        assert!(!report.stdout.contains(&0x1b), "raw escape in:\n{text}");
+        let text = cli.ok(&["report", "access", "--since", "1h", "--format", format]);
+        assert!(!text.contains('\x1b'), "raw escape in:\n{text}");
         if format == "csv" {
             assert!(text.contains("\"'=cmd|' /C calc'!A0\""), "{text}");
             assert!(
@@ -211,9 +200,9 @@ async fn stored_strings_reach_terminals_and_spreadsheets_as_data() {
     }
 
     // JSON stays exact (escaped the JSON way, not altered).
-    let json = collector.cli(&["query", "--since", "1h", "--json"]);
+    let json = cli.run(&["query", "--since", "1h", "--json"]);
     let line: serde_json::Value =
-        serde_json::from_slice(json.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        serde_json::from_str(json.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["authority"], "evil\u{1b}[2j.example");
 }
 
@@ -340,9 +329,10 @@ async fn hostile_requests_neither_break_the_filter_nor_escape_the_record_contrac
         }
     }
     // Whatever the bytes, the terminal sees them as data.
-    let out = collector.cli(&["query", "--since", "5m", "--limit", "100"]);
-    assert!(out.status.success(), "{out:?}");
-    assert!(!out.stdout.iter().any(|b| *b == 0x1b || *b == 0x07));
+    let out = collector
+        .cli()
+        .ok(&["query", "--since", "5m", "--limit", "100"]);
+    assert!(!out.contains(['\x1b', '\x07']));
 }
 
 #[tokio::test]
@@ -350,8 +340,9 @@ async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry
     let collector =
         Collector::start_with_config("[storage]\ncheckpoint_interval = \"200ms\"\n").await;
     for target in ["198.51.100.31", "198.51.100.32", "198.51.100.33"] {
-        let out = collector.cli(&["ban", target, "--reason", "verify test"]);
-        assert!(out.status.success(), "{out:?}");
+        collector
+            .cli()
+            .ok(&["ban", target, "--reason", "verify test"]);
     }
     let data = collector.data_dir();
     // The collector signs the chains' heads; keep a copy of its checkpoints elsewhere.
@@ -372,20 +363,26 @@ async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry
         }
     })
     .await;
+    let path = |path: PathBuf| path.display().to_string();
+    let (data_dir, checkpoints, public_key) = (
+        path(data.clone()),
+        path(kept.path().join("checkpoints.jsonl")),
+        path(kept.path().join("checkpoint.pub")),
+    );
     let verify = || {
-        std::process::Command::new(warden_e2e::paths::warden_bin())
-            .args(["verify", "--data-dir"])
-            .arg(&data)
-            .arg("--checkpoints")
-            .arg(kept.path().join("checkpoints.jsonl"))
-            .arg("--public-key")
-            .arg(kept.path().join("checkpoint.pub"))
-            .output()
-            .unwrap()
+        Cli::new().run(&[
+            "verify",
+            "--data-dir",
+            &data_dir,
+            "--checkpoints",
+            &checkpoints,
+            "--public-key",
+            &public_key,
+        ])
     };
     let out = verify();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
+    let text = &out.stdout;
+    assert!(out.success(), "{out:?}");
     assert!(
         text.contains("decisions audit: 3 entries verified"),
         "{text}"
@@ -401,11 +398,11 @@ async fn warden_verify_passes_an_untouched_trail_and_names_an_edited_audit_entry
         .expect("sqlite3 (scripts/setup.sh installs it)");
     assert!(edit.status.success(), "{edit:?}");
     let out = verify();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "{text}");
+    let text = &out.stdout;
+    assert!(!out.success(), "{text}");
     assert!(
         text.contains("TAMPERED: decisions audit entry 2 was modified"),
         "{text}"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"));
+    assert!(out.stderr.contains("does not verify"));
 }

@@ -233,9 +233,7 @@ fn ms(duration: Duration) -> f64 {
 async fn wait_all_acked(collector: &Collector, count: usize) -> Result<Duration> {
     let started = Instant::now();
     loop {
-        let body = collector
-            .get_json(&format!("{}/api/v1/filters", collector.base_url()))
-            .await;
+        let body = collector.filters().await;
         if let Ok(body) = body {
             let version = body["version"].as_u64();
             let filters = body["filters"].as_array().cloned().unwrap_or_default();
