@@ -343,7 +343,7 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// [`terminate`] for a child that leads its own process group (spawned with
+/// `terminate` for a child that leads its own process group (spawned with
 /// `process_group(0)`, like a script that starts other processes): SIGTERM to the whole group,
 /// up to `grace` for the leader to exit, then SIGKILL to whatever of the group is left.
 pub fn terminate_group(child: &mut Child, grace: Duration) {
