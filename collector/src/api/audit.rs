@@ -1,10 +1,7 @@
 //! `GET /api/v1/audit` (ban, unban, expiry and allowlist changes) and `GET /api/v1/audit/api`
 //! (every API call, refused ones included).
 
-use super::model::{
-    ApiAuditEntries, ApiAuditEntry, ApiAuditParams, AuditEntries, AuditEntry, AuditParams,
-    ErrorBody,
-};
+use super::model::{ApiAuditEntries, ApiAuditParams, AuditEntries, AuditParams, ErrorBody};
 use super::{AppState, blocking, text};
 use crate::error::Error;
 use crate::security::audit_log::AuditQuery;
@@ -44,9 +41,7 @@ pub(super) async fn decisions_audit(
     }
     let d = Arc::clone(&s.decisions);
     let entries = blocking(move || d.audit(since, limit)).await?;
-    Ok(Json(AuditEntries {
-        entries: entries.into_iter().map(AuditEntry::from).collect(),
-    }))
+    Ok(Json(AuditEntries { entries }))
 }
 
 /// Audited API calls, newest first: who read or changed what, refused attempts included.
@@ -90,7 +85,5 @@ pub(super) async fn api_audit(
         }
     }
     let entries = s.audit.query(q).await?;
-    Ok(Json(ApiAuditEntries {
-        entries: entries.into_iter().map(ApiAuditEntry::from).collect(),
-    }))
+    Ok(Json(ApiAuditEntries { entries }))
 }

@@ -2,7 +2,7 @@
 //! cover it (CIDRs included), allowlist entries, dry-run rule decisions that would block it, and
 //! its history of rule decisions and admin changes.
 
-use super::model::{self, AuditEntry, ErrorBody, ExplainParams, Explanation, RuleAction};
+use super::model::{self, ErrorBody, ExplainParams, Explanation, RuleAction};
 use super::{AppState, blocking};
 use crate::db::ReadPool;
 use crate::decisions::Decisions;
@@ -85,7 +85,6 @@ pub async fn explanation(
                 .is_ok_and(|t| t.contains(&target))
         })
         .take(HISTORY_LIMIT)
-        .map(AuditEntry::from)
         .collect();
     let views = |ds: &[crate::decisions::Decision]| {
         ds.iter().map(model::Decision::from).collect::<Vec<_>>()

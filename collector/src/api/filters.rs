@@ -2,7 +2,7 @@
 //! filter instance since the collector started.
 
 use super::AppState;
-use super::model::{ConnectedFilter, FilterAccounting, FiltersResponse};
+use super::model::{FilterAccounting, FiltersResponse};
 use axum::Json;
 use axum::extract::State;
 
@@ -21,12 +21,7 @@ use axum::extract::State;
 pub(super) async fn filters(State(s): State<AppState>) -> Json<FiltersResponse> {
     Json(FiltersResponse {
         version: s.decisions.version(),
-        filters: s
-            .registry
-            .list()
-            .into_iter()
-            .map(ConnectedFilter::from)
-            .collect(),
+        filters: s.registry.list(),
         accounting: s
             .ledger
             .rows()

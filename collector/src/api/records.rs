@@ -1,7 +1,7 @@
 //! `GET /api/v1/records`: stored access records, newest first, a page at a time.
 
 use super::AppState;
-use super::model::{ErrorBody, Record, RecordsPage, RecordsParams};
+use super::model::{ErrorBody, RecordsPage, RecordsParams};
 use crate::error::Error;
 use crate::store::query::RecordQuery;
 use axum::Json;
@@ -29,7 +29,7 @@ pub(super) async fn records(
     let q = RecordQuery::from_params(&params, s.max_query_limit)?;
     let (records, next) = s.store.query_page(q).await?;
     Ok(Json(RecordsPage {
-        records: records.into_iter().map(Record::from).collect(),
+        records,
         next_cursor: next.map(|c| c.to_string()),
     }))
 }

@@ -2,7 +2,7 @@
 //! host, status class, decision and minute.
 
 use super::AppState;
-use super::model::{ErrorBody, SummariesPage, SummariesParams, Summary};
+use super::model::{ErrorBody, SummariesPage, SummariesParams};
 use crate::error::Error;
 use crate::store::summaries::SummaryQuery;
 use axum::Json;
@@ -29,7 +29,5 @@ pub(super) async fn summaries(
 ) -> Result<Json<SummariesPage>, Error> {
     let q = SummaryQuery::from_params(&params, s.max_query_limit)?;
     let summaries = s.store.query_summaries(q).await?;
-    Ok(Json(SummariesPage {
-        summaries: summaries.into_iter().map(Summary::from).collect(),
-    }))
+    Ok(Json(SummariesPage { summaries }))
 }

@@ -4,10 +4,10 @@
 
 use super::model::to_i64;
 use rusqlite::params;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One admin-audit entry: who changed what, when and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     /// Entry id.
     pub id: u64,

@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::security::conn::ConnInfo;
 use crate::security::filter_auth::{FilterAuth, SlotKind};
 use crate::time::{now_ms, rfc3339};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +23,8 @@ use warden_proto::pb::{
 };
 
 /// One connected filter, as `GET /api/v1/filters` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[schema(as = ConnectedFilter)]
 pub struct FilterInfo {
     /// Stream id, unique for this collector run.
     pub stream_id: u64,

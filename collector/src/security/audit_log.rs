@@ -12,7 +12,7 @@ use crate::db::{ReadPool, open_connection};
 use crate::error::Error;
 use crate::time::rfc3339;
 use rusqlite::{Connection, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS api_audit_actor ON api_audit (actor, time_ms);
 ";
 
 /// One audited call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiAuditEntry {
     /// Row id (0 before it is stored).
     pub id: u64,

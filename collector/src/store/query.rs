@@ -298,7 +298,8 @@ pub fn parse_limit(value: &str, max: usize) -> Result<usize, Error> {
 }
 
 /// One stored record as the API returns it: flat, with the proto field names.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Record)]
 pub struct StoredRecord {
     /// Per-VM sequence number.
     pub sequence: u64,

@@ -157,7 +157,8 @@ impl SummaryQuery {
 
 /// Requests counted for one client, host, status class, decision and minute, all filter
 /// instances together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = Summary)]
 pub struct StoredSummary {
     /// Start of the minute, RFC 3339.
     pub minute: String,

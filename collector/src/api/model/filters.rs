@@ -1,7 +1,6 @@
 //! `GET /api/v1/filters`: the filters connected for deny-list push, and the accounting of every
 //! filter instance since the collector started.
 
-use crate::decisions::push::FilterInfo;
 use crate::ingest::ledger::LedgerRow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,67 +16,7 @@ pub struct FiltersResponse {
     pub accounting: Vec<FilterAccounting>,
 }
 
-/// One connected filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ConnectedFilter {
-    /// Stream id, unique for this collector run.
-    pub stream_id: u64,
-    /// Envoy node id.
-    pub node_id: String,
-    /// VM index.
-    pub worker: u32,
-    /// VM instance id.
-    pub instance_id: String,
-    /// Filter software version.
-    pub filter_version: String,
-    /// The credential the filter authenticated with.
-    pub credential: String,
-    /// Peer address of the stream.
-    pub peer: String,
-    /// RFC 3339.
-    pub connected_since: String,
-    /// Deny-list version last handed to the stream.
-    pub version_sent: u64,
-    /// Deny-list version last acknowledged by the filter.
-    pub version_acked: u64,
-    /// RFC 3339 of the last ack, or null.
-    pub last_ack: Option<String>,
-    /// Full snapshots sent on this stream.
-    pub snapshots_sent: u64,
-}
-
-impl From<FilterInfo> for ConnectedFilter {
-    fn from(f: FilterInfo) -> Self {
-        let FilterInfo {
-            stream_id,
-            node_id,
-            worker,
-            instance_id,
-            filter_version,
-            credential,
-            peer,
-            connected_since,
-            version_sent,
-            version_acked,
-            last_ack,
-            snapshots_sent,
-        } = f;
-        ConnectedFilter {
-            stream_id,
-            node_id,
-            worker,
-            instance_id,
-            filter_version,
-            credential,
-            peer,
-            connected_since,
-            version_sent,
-            version_acked,
-            last_ack,
-            snapshots_sent,
-        }
-    }
-}
+pub use crate::decisions::push::FilterInfo as ConnectedFilter;
 
 /// Records a filter reports not sending one by one, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

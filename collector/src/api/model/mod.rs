@@ -38,7 +38,6 @@ pub use rules::{
 };
 pub use summaries::{SummariesPage, SummariesParams, Summary};
 
-
 pub use crate::error::ErrorBody;
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! `GET /api/v1/summaries`: the requests filters could not keep as records during an outage,
 //! counted per client, host, status class, decision and minute.
 
-use crate::store::summaries::StoredSummary;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -33,57 +32,4 @@ pub struct SummariesPage {
     pub summaries: Vec<Summary>,
 }
 
-/// Requests counted for one client, host, status class, decision and minute, all filter
-/// instances together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Summary {
-    /// Start of the minute, RFC 3339.
-    pub minute: String,
-    /// Start of the minute, ms since the epoch.
-    pub minute_ms: i64,
-    /// Client address.
-    pub client_address: String,
-    /// Host (authority).
-    pub authority: String,
-    /// Status class: `2xx`, `4xx`, ... (`none` when no response was sent).
-    pub status_class: String,
-    /// `allow`, `deny` or `unspecified`.
-    pub verdict: String,
-    /// The mechanism that decided (`rbac`, `warden_deny_list`, ...).
-    pub mechanism: String,
-    /// Requests counted.
-    pub requests: u64,
-    /// Request bytes.
-    pub request_bytes: u64,
-    /// Response bytes.
-    pub response_bytes: u64,
-}
-
-impl From<StoredSummary> for Summary {
-    fn from(s: StoredSummary) -> Self {
-        let StoredSummary {
-            minute,
-            minute_ms,
-            client_address,
-            authority,
-            status_class,
-            verdict,
-            mechanism,
-            requests,
-            request_bytes,
-            response_bytes,
-        } = s;
-        Summary {
-            minute,
-            minute_ms,
-            client_address,
-            authority,
-            status_class,
-            verdict,
-            mechanism,
-            requests,
-            request_bytes,
-            response_bytes,
-        }
-    }
-}
+pub use crate::store::summaries::StoredSummary as Summary;
