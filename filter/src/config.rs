@@ -444,6 +444,24 @@ impl Config {
         )?;
         let mut names: Vec<String> = d.deny_headers.keys().cloned().collect();
         header_names("deny_list.deny_headers", &mut names)?;
+        if names.iter().any(|n| n == "retry-after") {
+            return Err(invalid(
+                "deny_list.deny_headers",
+                "\"retry-after\" is set per reply from the ban's expiry (default_retry_after_s when it has none)",
+            ));
+        }
+        for (name, value) in &d.deny_headers {
+            // A CR or LF would split the reply's headers (header injection); other controls
+            // are not valid in a field value either (RFC 9110, 5.5).
+            if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(invalid(
+                    "deny_list.deny_headers",
+                    format!(
+                        "the value of {name:?} contains a control character (CR, LF, NUL, ...)"
+                    ),
+                ));
+            }
+        }
         let i = &mut self.identity;
         if !i.api_key_header.is_empty() {
             let mut h = [std::mem::take(&mut i.api_key_header)];
@@ -569,5 +587,31 @@ mod tests {
     fn api_key_header_needs_a_secret() {
         let e = Config::parse(br#"{"identity": {"api_key_header": "x-api-key"}}"#).unwrap_err();
         assert!(e.to_string().starts_with("identity.api_key_secret"));
+    }
+
+    #[test]
+    fn deny_headers_refuse_control_characters_and_retry_after() {
+        for (json, says) in [
+            (
+                r#"{"deny_list": {"deny_headers": {"x-a": "b\r\nset-cookie: x=1"}}}"#,
+                "control character",
+            ),
+            (
+                r#"{"deny_list": {"deny_headers": {"x-a": "b\u0000"}}}"#,
+                "control character",
+            ),
+            (
+                r#"{"deny_list": {"deny_headers": {"Retry-After": "5"}}}"#,
+                "retry-after",
+            ),
+        ] {
+            let e = Config::parse(json.as_bytes()).unwrap_err().to_string();
+            assert!(
+                e.contains("deny_list.deny_headers") && e.contains(says),
+                "{json}: {e}"
+            );
+        }
+        let ok = Config::parse(br#"{"deny_list": {"deny_headers": {"x-a": "b\tc d"}}}"#).unwrap();
+        assert_eq!(ok.deny_list.deny_headers["x-a"], "b\tc d");
     }
 }
