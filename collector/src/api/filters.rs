@@ -2,7 +2,7 @@
 //! filter instance since the collector started.
 
 use super::AppState;
-use super::model::{FilterAccounting, FiltersResponse};
+use super::model::FiltersResponse;
 use axum::Json;
 use axum::extract::State;
 
@@ -22,11 +22,6 @@ pub(super) async fn filters(State(s): State<AppState>) -> Json<FiltersResponse> 
     Json(FiltersResponse {
         version: s.decisions.version(),
         filters: s.registry.list(),
-        accounting: s
-            .ledger
-            .rows()
-            .into_iter()
-            .map(FilterAccounting::from)
-            .collect(),
+        accounting: s.ledger.rows(),
     })
 }

@@ -6,7 +6,7 @@
 //! Only authenticated filters get here, and the table is bounded: past [`MAX_IDENTITIES`] the
 //! tenth heard from least recently is forgotten.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use warden_proto::pb::{DropCounts, FilterIdentity};
@@ -30,7 +30,7 @@ struct Entry {
 }
 
 /// Records a filter reports not sending one by one, by reason (its latest cumulative counts).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DroppedByReason {
     /// Folded into record summaries (detail lost, the requests counted).
     pub summarized: u64,
@@ -41,7 +41,7 @@ pub struct DroppedByReason {
 }
 
 /// Record summaries received from a filter.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SummaryCounts {
     /// Summaries received (retries included).
     pub received: u64,
@@ -56,7 +56,8 @@ pub struct SummaryCounts {
 }
 
 /// One identity's accounting.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[schema(as = FilterAccounting)]
 pub struct LedgerRow {
     /// Envoy node id.
     pub node_id: String,

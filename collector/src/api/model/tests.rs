@@ -67,30 +67,6 @@ fn a_decision_reads_as_its_former_view() {
     );
 }
 
-#[test]
-fn filter_accounting_reads_as_before() {
-    let ledger = crate::ingest::ledger::Ledger::default();
-    let f = warden_proto::pb::FilterIdentity {
-        node_id: "n".into(),
-        worker: 1,
-        instance_id: "i".into(),
-        filter_version: String::new(),
-    };
-    ledger.record(
-        &f,
-        crate::ingest::ledger::BatchCounts {
-            received: 3,
-            stored: 2,
-            refused: 1,
-            highest_sequence: 5,
-            ..Default::default()
-        },
-        1,
-    );
-    let row = ledger.rows().remove(0);
-    same_json(&FilterAccounting::from(row.clone()), &row);
-}
-
 fn rule_decision() -> warden_rules::RuleDecision {
     warden_rules::RuleDecision {
         rule: "login-brute-force".into(),
