@@ -125,13 +125,13 @@ pub struct Rule {
     pub description: Option<String>,
     /// What a trigger asks for.
     pub action: Action,
-    /// Ban (or alert suppression) duration of a first offence.
+    /// Ban (or alert suppression) duration of a first offence; unused by `ip_list` and `change`.
     pub ban_ttl: Duration,
     /// Longer bans for repeat offenders.
     pub escalation: Option<Escalation>,
     /// Decisions are flagged `dry_run` and must not be enforced.
     pub dry_run: bool,
-    /// Request conditions (always empty for `ip_list`).
+    /// Request conditions (always empty for `ip_list` and `change`).
     pub matcher: Matcher,
     /// Address grouping into keys and targets.
     pub grouping: Grouping,
@@ -408,13 +408,26 @@ impl<'t> RuleParser<'_, '_, 't> {
         let kind = self.kind_name();
         self.check_fields(kind);
 
+        let alerts_only = kind.is_some_and(KindName::alerts_only);
         let action = match self.table.get("action") {
+            // A kind that can only alert has nothing to choose, so it need not be spelt out.
+            None if alerts_only => Some(Action::Alert),
             None => {
                 self.err("action", format!("missing (one of {})", Action::choices()));
                 None
             }
             Some(v) => match v.as_str() {
                 Some(s) => match Action::parse(s) {
+                    Some(a) if alerts_only && a != Action::Alert => {
+                        let kind = kind.map_or("", KindName::as_str);
+                        self.err(
+                            "action",
+                            format!(
+                                "\"{s}\" is not possible for kind \"{kind}\": it has no client address to act on (use \"alert\", the default)"
+                            ),
+                        );
+                        None
+                    }
                     Some(a) => Some(a),
                     None => {
                         self.err(
@@ -521,15 +534,17 @@ impl<'t> RuleParser<'_, '_, 't> {
         let keys: Vec<String> = self.table.keys().cloned().collect();
         for key in keys {
             let k = key.as_str();
-            // List entries last until the list changes: a ban length would be silently ignored.
-            if kind.is_some_and(|kind| !kind.observes_records())
+            // List entries last until the list changes, and a change alert bans nothing: a ban
+            // length would be silently ignored.
+            if let Some(kind) = kind.filter(|kind| !kind.observes_records())
                 && (k == "ban_ttl" || k == "escalation")
             {
-                let kind = kind.map_or("", KindName::as_str);
-                self.err(
-                    k,
-                    format!("not used by kind \"{kind}\" (entries last until the list changes)"),
-                );
+                let why = if kind.alerts_only() {
+                    "it only alerts, once per change, and bans nothing"
+                } else {
+                    "entries last until the list changes"
+                };
+                self.err(k, format!("not used by kind \"{}\" ({why})", kind.as_str()));
                 continue;
             }
             if COMMON_FIELDS.contains(&k) {
@@ -651,7 +666,7 @@ impl<'t> RuleParser<'_, '_, 't> {
     }
 
     /// A positive duration written like `5m`.
-    fn opt_duration(&mut self, field: &str, v: Option<&Value>) -> Option<Duration> {
+    pub(crate) fn opt_duration(&mut self, field: &str, v: Option<&Value>) -> Option<Duration> {
         let v = v?;
         let Some(s) = v.as_str() else {
             self.err(
@@ -676,7 +691,8 @@ impl<'t> RuleParser<'_, '_, 't> {
         }
     }
 
-    fn opt_bool(&mut self, field: &str) -> Option<bool> {
+    /// An optional boolean.
+    pub(crate) fn opt_bool(&mut self, field: &str) -> Option<bool> {
         let v = self.table.get(field)?;
         if let Some(b) = v.as_bool() {
             return Some(b);
@@ -688,7 +704,8 @@ impl<'t> RuleParser<'_, '_, 't> {
         None
     }
 
-    fn opt_string(&mut self, field: &str) -> Option<String> {
+    /// An optional string.
+    pub(crate) fn opt_string(&mut self, field: &str) -> Option<String> {
         let v = self.table.get(field)?;
         if let Some(s) = v.as_str() {
             return Some(s.to_string());
@@ -894,10 +911,10 @@ mod tests {
         "rules.toml: rule #1: name: \"login brute\" must be 1 to 64 letters, digits, '-', '_' or '.'");
 
     rejects!(kind_is_required, set [], drop ["kind"],
-        "rules.toml: rule \"login-brute-force\": kind: missing (one of rate, auth_failures, status_flood, distinct_paths, ip_list)");
+        "rules.toml: rule \"login-brute-force\": kind: missing (one of rate, auth_failures, status_flood, distinct_paths, ip_list, change)");
 
     rejects!(kind_must_be_known, set [("kind", "\"rates\"")], drop [],
-        "rules.toml: rule \"login-brute-force\": kind: \"rates\" is not one of rate, auth_failures, status_flood, distinct_paths, ip_list");
+        "rules.toml: rule \"login-brute-force\": kind: \"rates\" is not one of rate, auth_failures, status_flood, distinct_paths, ip_list, change");
 
     rejects!(kind_must_be_a_string, set [("kind", "true")], drop [],
         "rules.toml: rule \"login-brute-force\": kind: expected a string, found boolean");

@@ -1,12 +1,13 @@
-//! The request conditions every kind but `ip_list` may have (`hosts`, `path_prefixes`,
-//! `methods`, `status_classes`): parsed once from the rule's table so that matching a record
-//! allocates nothing.
+//! The request conditions every kind that observes records (all but `ip_list` and `change`) may
+//! have (`hosts`, `path_prefixes`, `methods`, `status_classes`): parsed once from the rule's
+//! table so that matching a record allocates nothing.
 
 use crate::config::RuleParser;
 use std::fmt;
 use std::net::IpAddr;
 
-/// Request match conditions (and the address grouping), for every kind but `ip_list`.
+/// Request match conditions (and the address grouping), for every kind but `ip_list` and
+/// `change`.
 pub(crate) const MATCH_FIELDS: &[&str] = &[
     "hosts",
     "path_prefixes",

@@ -7,17 +7,23 @@
 //! escalation and the decision itself ([`crate::decision`]), and the engine loop, reload, replay
 //! and list decisions ([`crate::engine`]).
 //!
+//! Two kinds are not observed by the record engine: `ip_list` decides from its list
+//! ([`crate::list_decisions`]) and `change` from the Kubernetes change facts the collector
+//! passes to [`crate::RuleSet::evaluate_change`].
+//!
 //! Adding a kind is a file implementing `Kind` and one line in the `kinds!` registry below:
 //! [`RuleKind`], [`KindName`] and the engine's per-rule state are generated from that line, so
 //! there is no second list to keep in step.
 
 pub mod auth_failures;
+pub mod change;
 pub mod distinct_paths;
 pub mod ip_list;
 pub mod rate;
 pub mod status_flood;
 
 pub use auth_failures::AuthFailures;
+pub use change::{Change, ChangeFacts, ChangeFinding};
 pub use distinct_paths::DistinctPaths;
 pub use ip_list::IpList;
 pub use rate::{KeyBy, Rate};
@@ -39,6 +45,9 @@ pub(crate) trait Kind: Sized {
     /// False for a kind that decides from a list given in the rule rather than from records:
     /// it takes no match conditions, `ban_ttl` or `escalation`, and is never observed.
     const OBSERVES_RECORDS: bool = true;
+    /// True for a kind whose findings have no client address to act on: its `action` may only
+    /// be `alert`, which is also its default.
+    const ALERTS_ONLY: bool = false;
     /// What the kind keeps per rule between records (counters, windows, limiters).
     type State: fmt::Debug;
 
@@ -121,10 +130,20 @@ macro_rules! kinds {
                 }
             }
 
-            /// Whether rules of this kind are evaluated against records.
-            pub(crate) fn observes_records(self) -> bool {
+            /// Whether rules of this kind are evaluated against access records by the
+            /// [`crate::Engine`]. Those that are not (`ip_list`, `change`) have no `ban_ttl`,
+            /// `escalation` or match conditions.
+            pub fn observes_records(self) -> bool {
                 match self {
                     $(KindName::$variant => <$params as Kind>::OBSERVES_RECORDS,)+
+                }
+            }
+
+            /// Whether rules of this kind can only alert (`change`): their `action` is always
+            /// [`crate::Action::Alert`] and they never produce a ban.
+            pub fn alerts_only(self) -> bool {
+                match self {
+                    $(KindName::$variant => <$params as Kind>::ALERTS_ONLY,)+
                 }
             }
 
@@ -211,6 +230,10 @@ kinds! {
     DistinctPaths(DistinctPaths),
     /// Listed addresses and networks: inline `entries` and those read from `files`.
     IpList(IpList),
+    /// Kubernetes ingress-policy changes (Ingress, Gateway, HTTPRoute, AuthorizationPolicy, TLS
+    /// Secret, WasmPlugin …): alerts on who changed what, when, and whether protection was
+    /// weakened. Evaluated on the collector's change facts, never on access records.
+    Change(Change),
 }
 
 impl KindName {
@@ -242,7 +265,7 @@ mod tests {
     fn kind_names_are_the_rules_file_spellings_in_registry_order() {
         assert_eq!(
             KindName::choices(),
-            "rate, auth_failures, status_flood, distinct_paths, ip_list"
+            "rate, auth_failures, status_flood, distinct_paths, ip_list, change"
         );
         for kind in KindName::ALL {
             assert_eq!(KindName::parse(kind.as_str()), Some(*kind));
@@ -289,6 +312,14 @@ name = "e"
 kind = "ip_list"
 entries = ["192.0.2.0/24", "2001:db8:bad::/48"]
 action = "deny"
+
+[[rules]]
+name = "f"
+kind = "change"
+allowed_users = ["alice@example.com", "system:serviceaccount:argocd:*"]
+listener_without_tls = true
+resources = ["ingresses", "gateways"]
+namespaces = ["shop"]
 "#,
             "rules.toml",
         )
@@ -302,6 +333,7 @@ action = "deny"
                 "5xx responses >= 50 in 30s",
                 "distinct paths >= 20 in 1m",
                 "2 listed networks from 0 file(s)",
+                "change: allowed_users (2 patterns), listener_without_tls on ingresses, gateways in shop",
             ]
         );
     }
