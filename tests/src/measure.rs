@@ -213,6 +213,28 @@ pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// A benchmark's numeric setting from the environment (`ROUNDS=7`), else `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Pins every thread of process `pid` to `cpu` (`taskset -a -p -c`), so that a benchmark's
+/// server and its load generator do not share a core.
+pub fn pin(pid: u32, cpu: u32) -> Result<(), String> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("run taskset (util-linux): {e}"))?;
+    if !status.success() {
+        return Err(format!("taskset -a -p -c {cpu} {pid} failed: {status}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

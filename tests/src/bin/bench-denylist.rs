@@ -27,14 +27,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use warden_e2e::auth::{mtls_collector_config, warden_init};
+use warden_e2e::measure::env_number;
 use warden_e2e::{Client, Collector, CollectorTls, Envoy, EnvoyOptions};
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {

@@ -26,29 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use warden_e2e::Collector;
 use warden_e2e::auth::{mtls_collector_config, warden_init};
+use warden_e2e::measure::{env_number, pin};
 use warden_e2e::workload::{batch, twenty_rules};
 use warden_proto::pb::ExportRequest;
 use warden_proto::pb::audit_service_client::AuditServiceClient;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Pins every thread of `pid` to `cpu`.
-fn pin(pid: u32, cpu: u32) -> Result<()> {
-    let status = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("run taskset (util-linux)")?;
-    if !status.success() {
-        bail!("taskset -a -p -c {cpu} {pid} failed: {status}");
-    }
-    Ok(())
-}
 
 /// A counter from the collector's Prometheus text.
 async fn metric(collector: &Collector, name: &str) -> Result<u64> {
@@ -86,7 +67,7 @@ async fn run(
         Transport::Mtls(pki) => format!("{rules}\n{}", mtls_collector_config(pki, "\"*\"")),
     };
     let collector = Collector::start_with_config(&config).await;
-    pin(collector.pid().context("collector pid")?, 0)?;
+    pin(collector.pid().context("collector pid")?, 0).map_err(anyhow::Error::msg)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -247,7 +228,7 @@ async fn compare_tls(rules: &str, records: u64, senders: u64, sizes: &[u64]) -> 
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    pin(std::process::id(), 1)?;
+    pin(std::process::id(), 1).map_err(anyhow::Error::msg)?;
     let records = env_number("RECORDS", 1_000_000);
     let senders = env_number("SENDERS", 8);
     let sizes = std::env::var("BATCH").unwrap_or_else(|_| "100,1000".into());
