@@ -76,12 +76,15 @@ fmt:
 bench: build
 	@scripts/bench-throughput.sh
 
-.PHONY: bench-denylist bench-ingest bench-collector bench-engine
+.PHONY: bench-denylist bench-ingest bench-collector bench-engine bench-k8s-audit
 bench-denylist: build
 	@scripts/bench-denylist.sh
 
 bench-ingest: build
 	@scripts/bench-ingest.sh
+
+bench-k8s-audit: build
+	@scripts/bench-k8s-audit.sh
 
 bench-collector: setup
 	$(CARGO) test --locked -p warden-collector --release --test bench -- --ignored --nocapture --test-threads=1

@@ -5,7 +5,7 @@
 #   scripts/fuzz.sh [NAME...]          each target for $FUZZ_SECONDS seconds (default 60): make fuzz
 #   scripts/fuzz.sh smoke [NAME...]    each for $FUZZ_SMOKE_SECONDS seconds (default 10): make test
 #
-# Targets: denylist, redaction, block_decode, config, export_batch (fuzz/fuzz_targets/*.rs say
+# Targets: denylist, redaction, block_decode, config, export_batch, k8s_audit (fuzz/fuzz_targets/*.rs say
 # what each checks). The corpus of NAME is fuzz/corpus/NAME: the committed seed-* files plus what
 # the fuzzer finds (ignored by git; keep it between runs, it is where the coverage is). A crash is
 # written to fuzz/artifacts/NAME/ and printed with the command that replays it; then the script
@@ -35,7 +35,7 @@ if [ "$mode" = smoke ]; then
 else
   seconds=${FUZZ_SECONDS:-60}
 fi
-all=(denylist redaction block_decode config export_batch)
+all=(denylist redaction block_decode config export_batch k8s_audit)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
 for t in "${targets[@]}"; do

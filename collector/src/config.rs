@@ -60,6 +60,8 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
     /// Where rule decisions are announced.
     pub alerts: AlertsConfig,
+    /// The Kubernetes API server's audit webhook (policy-change auditing).
+    pub k8s_audit: K8sAuditConfig,
     /// The file this configuration was read from (`None` for the defaults); rules are reloaded
     /// from it.
     #[serde(skip)]
@@ -217,6 +219,8 @@ impl PerRole {
             Role::Viewer => self.viewer,
             Role::Operator => self.operator,
             Role::Admin => self.admin,
+            // Its one endpoint has its own limits (`[k8s_audit]`); no share of these.
+            Role::K8sAudit => 0,
         }
     }
 }
@@ -433,6 +437,48 @@ impl Default for Limits {
     }
 }
 
+/// `[k8s_audit]`: receiving the Kubernetes API server's audit webhook (`POST /api/v1/k8s-audit`,
+/// callers with the `k8s-audit` role only) and keeping the ingress-policy changes in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K8sAuditConfig {
+    /// Accept audit events. When false the endpoint answers 403 naming this setting, so that a
+    /// misconfigured API server's log says why its events are refused.
+    pub enabled: bool,
+    /// Largest `EventList` body. The API server's batches are at most 400 events by default,
+    /// and one event of a large object can reach a few hundred KiB; a larger body is answered 413.
+    pub max_body_bytes: usize,
+    /// Events per body at most; more is answered 413.
+    pub max_events: usize,
+    /// What to keep: `resource.group` as kubectl spells it (`ingresses.networking.k8s.io`, core
+    /// resources without a group: `configmaps`), optionally `/name-pattern`
+    /// (`configmaps/warden*`), and `secrets:tls` for Secrets of type `kubernetes.io/tls`.
+    /// Absent: the default list (ingress, Gateway API, Istio and Envoy Gateway policy kinds, TLS
+    /// Secrets, Warden's own ConfigMaps and Secrets).
+    pub keep: Option<Vec<String>>,
+}
+
+impl Default for K8sAuditConfig {
+    fn default() -> Self {
+        K8sAuditConfig {
+            enabled: false,
+            max_body_bytes: 12 << 20,
+            max_events: 10_000,
+            keep: None,
+        }
+    }
+}
+
+impl K8sAuditConfig {
+    /// The keep list, parsed (the default when none is configured).
+    pub fn keep_list(&self) -> Result<warden_k8s_audit::KeepList, String> {
+        match &self.keep {
+            Some(entries) => warden_k8s_audit::KeepList::parse(entries),
+            None => Ok(warden_k8s_audit::KeepList::default_list()),
+        }
+    }
+}
+
 /// `[decisions]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -608,6 +654,8 @@ impl Config {
                 self.decisions.snapshot_chunk_entries,
             ),
             ("grpc.max_message_bytes", self.grpc.max_message_bytes),
+            ("k8s_audit.max_body_bytes", self.k8s_audit.max_body_bytes),
+            ("k8s_audit.max_events", self.k8s_audit.max_events),
             (
                 "grpc.max_identities_per_credential",
                 self.grpc.max_identities_per_credential,
@@ -684,6 +732,9 @@ impl Config {
                 "alerts.max_attempts",
                 "max_attempts and queue must be greater than 0",
             ));
+        }
+        if let Err(reason) = self.k8s_audit.keep_list() {
+            return Err(invalid("k8s_audit.keep", &reason));
         }
         if self.decisions.expiry_interval.0.is_zero() {
             return Err(invalid(

@@ -30,6 +30,10 @@ pub enum Error {
     /// later.
     #[error("{0}")]
     TooManyRequests(String),
+    /// The request carries more than the endpoint accepts at once (a body, a batch); smaller
+    /// requests would be accepted.
+    #[error("{0}")]
+    TooLarge(String),
     /// The store failed; the caller should retry. Never reported as success.
     #[error("storage failure: {0}")]
     Storage(String),
@@ -56,7 +60,7 @@ impl Error {
             Error::NotFound(_) => tonic::Code::NotFound,
             Error::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Error::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            Error::TooManyRequests(_) => tonic::Code::ResourceExhausted,
+            Error::TooManyRequests(_) | Error::TooLarge(_) => tonic::Code::ResourceExhausted,
             Error::Storage(_) | Error::ShuttingDown => tonic::Code::Unavailable,
         }
     }
@@ -70,6 +74,7 @@ impl Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::PermissionDenied(_) => StatusCode::FORBIDDEN,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Storage(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -13,6 +13,7 @@ pub mod detection;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod policy_changes;
 pub mod safe_text;
 pub mod security;
 pub mod server;

@@ -34,6 +34,24 @@ impl std::fmt::Debug for SecurityStats {
 /// Upper bounds (seconds) of the commit latency histogram buckets.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
+/// What became of the events of audit webhook bodies: stored, already stored (a retry), or
+/// dropped and why (the order of [`Metrics::k8s_audit_events`]).
+pub const K8S_AUDIT_OUTCOMES: [&str; 7] = [
+    "stored",
+    "duplicate",
+    "dropped_read_only",
+    "dropped_no_object",
+    "dropped_not_kept",
+    "dropped_secret_not_tls",
+    "rejected",
+];
+
+/// The index of `rejected` (an invalid item) in [`K8S_AUDIT_OUTCOMES`].
+pub const K8S_AUDIT_REJECTED: usize = 6;
+
+/// Audit webhook bodies by result (the order of [`Metrics::k8s_audit_bodies`]).
+pub const K8S_AUDIT_BODIES: [&str; 4] = ["stored", "malformed", "too_large", "failed"];
+
 /// Collector-wide counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -81,6 +99,12 @@ pub struct Metrics {
     pub alerts_failed: AtomicU64,
     /// Alerts dropped because the delivery queue was full.
     pub alerts_dropped: AtomicU64,
+    /// Kubernetes audit events received in valid bodies, by outcome ([`K8S_AUDIT_OUTCOMES`]).
+    pub k8s_audit_events: [AtomicU64; K8S_AUDIT_OUTCOMES.len()],
+    /// Audit webhook bodies by result ([`K8S_AUDIT_BODIES`]).
+    pub k8s_audit_bodies: [AtomicU64; K8S_AUDIT_BODIES.len()],
+    /// Findings of `change` rules (dry-run ones included).
+    pub change_findings: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
@@ -123,6 +147,7 @@ impl Metrics {
             ("forbidden", &g.forbidden),
             ("rate_limited", &g.rate_limited),
             ("cross_site", &g.cross_site),
+            ("too_large", &g.too_large),
         ] {
             let _ = writeln!(
                 out,
@@ -276,6 +301,35 @@ impl Metrics {
                 value.load(Relaxed)
             );
         }
+        for (name, help, labels, values) in [
+            (
+                "warden_k8s_audit_events_total",
+                "Kubernetes audit events in valid webhook bodies, by outcome.",
+                &K8S_AUDIT_OUTCOMES[..],
+                &self.k8s_audit_events[..],
+            ),
+            (
+                "warden_k8s_audit_bodies_total",
+                "Kubernetes audit webhook bodies, by result (stored, malformed: 400, too_large: 413, failed: 503).",
+                &K8S_AUDIT_BODIES[..],
+                &self.k8s_audit_bodies[..],
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let label = if name.ends_with("events_total") {
+                "outcome"
+            } else {
+                "result"
+            };
+            for (l, v) in labels.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{{label}=\"{l}\"}} {}", v.load(Relaxed));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP warden_change_findings_total Findings of change rules (dry-run included).\n# TYPE warden_change_findings_total counter\nwarden_change_findings_total {}",
+            self.change_findings.load(Relaxed)
+        );
         let name = "warden_filter_dropped_records_by_reason";
         let _ = writeln!(
             out,

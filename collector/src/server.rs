@@ -13,6 +13,7 @@ use crate::detection::{Detection, RulesSource};
 use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::policy_changes::ChangeLog;
 use crate::security::api_auth::{ApiAuth, ApiCredential};
 use crate::security::audit_log::ApiAudit;
 use crate::security::conn::{AcceptOptions, Accepted, ConnInfo, HandshakeCounters};
@@ -217,7 +218,7 @@ pub async fn serve(
         open_connection(&main_db, config.storage.synchronous)?,
         Arc::clone(&decisions),
         Arc::clone(&metrics),
-        alerter,
+        alerter.clone(),
         // What was stored was evaluated: a batch retried across this restart is not again.
         crate::store::sequences::SequenceLog::load_from(store.path())?,
     )?;
@@ -230,6 +231,18 @@ pub async fn serve(
     .with_retention(config.storage.retention.0)
     .with_detection(Arc::clone(&detection));
     let ledger = ingest.ledger();
+    let changes = if config.k8s_audit.enabled {
+        Some(Arc::new(ChangeLog::open(
+            &config.storage.data_dir,
+            config.storage.synchronous,
+            &config.k8s_audit,
+            Arc::clone(&detection),
+            Arc::clone(&metrics),
+            alerter,
+        )?))
+    } else {
+        None
+    };
     let push = Push::new(
         Arc::clone(&decisions),
         Arc::clone(&registry),
@@ -260,6 +273,7 @@ pub async fn serve(
         auth_failures_per_minute: config.http.auth_failures_per_minute,
         max_body_bytes: config.http.max_body_bytes,
         max_expensive_calls: config.http.max_expensive_calls,
+        k8s_audit_max_body_bytes: config.k8s_audit.max_body_bytes,
     }));
     metrics.set_security(crate::metrics::SecurityStats {
         filters: Arc::clone(&security.filters),
@@ -282,6 +296,7 @@ pub async fn serve(
         propagation_wait: PROPAGATION_WAIT,
         detection: Arc::clone(&detection),
         audit: Arc::clone(&security.audit),
+        changes: changes.clone(),
         health: if insecure.is_empty() {
             "ok\n".to_string()
         } else {
@@ -312,6 +327,13 @@ pub async fn serve(
         stop_rx.clone(),
     ));
     tokio::spawn(compaction_task(Arc::clone(&store), stop_rx.clone()));
+    if let Some(changes) = &changes {
+        tokio::spawn(crate::policy_changes::retention_task(
+            Arc::clone(changes),
+            config.storage.retention.0,
+            stop_rx.clone(),
+        ));
+    }
     if !config.storage.checkpoint_interval.0.is_zero() {
         let key = crate::trail::checkpoint_key(&config.storage.data_dir)?;
         tokio::spawn(crate::trail::checkpoint_task(
@@ -356,6 +378,9 @@ pub async fn serve(
     detection.close().await;
     store.close().await;
     security.audit.close();
+    if let Some(changes) = &changes {
+        changes.close();
+    }
     let Ok((grpc, http)) = drained else {
         tracing::warn!("servers did not drain within {DRAIN_TIMEOUT:?}; stopped anyway");
         return Ok(());

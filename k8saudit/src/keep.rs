@@ -345,34 +345,9 @@ fn parse_entry(raw: &str) -> Result<Entry, String> {
     })
 }
 
-/// Whether `name` matches `pattern`, where `*` matches any run of characters. Linear in the
-/// name for each star of the pattern (backtracking to the last star only).
+/// Whether `name` matches `pattern` (`*` any run of characters, `?` one).
 pub(crate) fn glob(pattern: &str, name: &str) -> bool {
-    let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    let (mut pi, mut ni) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(&c) if c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    pi = sp + 1;
-                    ni = sn + 1;
-                    star = Some((sp, sn + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
+    wildmatch::WildMatch::new(pattern).matches(name)
 }
 
 #[cfg(test)]

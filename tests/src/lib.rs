@@ -14,6 +14,7 @@ pub mod client;
 pub mod collector;
 pub mod envoy;
 pub mod eventually;
+pub mod k8s_events;
 pub mod measure;
 pub mod paths;
 pub mod secrets;

@@ -503,3 +503,101 @@ async fn the_kubernetes_configuration_serves_istio_and_envoy_gateway_filters_ove
         .unwrap();
     assert_eq!(body["records"], serde_json::json!([]), "{body}");
 }
+
+/// The shipped audit policy (`envoy/kubernetes/audit/audit-policy.yaml`) sends what Warden keeps
+/// by default, at the level each needs: Secrets and ConfigMaps at Metadata first (so no rule
+/// after them can send a Secret's data), every other kept kind at RequestResponse, only
+/// mutations, and nothing else (a last `level: None`).
+#[test]
+fn the_audit_policy_sends_exactly_what_warden_keeps_and_never_a_secrets_data() {
+    let docs = file("audit/audit-policy.yaml");
+    assert_eq!(docs.len(), 1);
+    let policy = &docs[0];
+    assert_eq!(policy["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(policy["kind"], "Policy");
+    let rules = policy["rules"].as_array().expect("rules");
+    let last = rules.last().expect("a last rule");
+    assert_eq!(last["level"], "None", "{last}");
+    assert!(
+        last.get("resources").is_none(),
+        "the last rule must catch everything: {last}"
+    );
+    // (group, resource) → level of the first rule naming it.
+    let mut level_of = std::collections::HashMap::new();
+    for rule in &rules[..rules.len() - 1] {
+        let level = rule["level"].as_str().expect("level");
+        let verbs = strings(&rule["verbs"]);
+        assert_eq!(
+            verbs,
+            ["create", "update", "patch", "delete", "deletecollection"],
+            "mutations only: {rule}"
+        );
+        for r in rule["resources"].as_array().expect("resources") {
+            let group = r["group"].as_str().expect("group");
+            for resource in strings(&r["resources"]) {
+                level_of
+                    .entry((group.to_string(), resource.to_string()))
+                    .or_insert(level);
+            }
+        }
+    }
+    assert_eq!(
+        level_of[&("".to_string(), "secrets".to_string())],
+        "Metadata"
+    );
+    assert_eq!(
+        level_of[&("".to_string(), "configmaps".to_string())],
+        "Metadata"
+    );
+    let keep = warden_k8s_audit::KeepList::default_list().entries();
+    for entry in &keep {
+        // `resource.group[/pattern]` or `secrets:tls`.
+        let entry = entry.split(['/', ':']).next().unwrap_or_default();
+        let (resource, group) = entry.split_once('.').unwrap_or((entry, ""));
+        let level = level_of
+            .get(&(group.to_string(), resource.to_string()))
+            .unwrap_or_else(|| panic!("{resource}.{group} is kept by Warden but not audited"));
+        let expected = if group.is_empty() {
+            "Metadata"
+        } else {
+            "RequestResponse"
+        };
+        assert_eq!(*level, expected, "{resource}.{group}");
+    }
+    assert_eq!(
+        level_of.len(),
+        keep.iter()
+            .map(|e| e.split(['/', ':']).next().unwrap_or_default().to_string())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        "the policy audits something Warden drops: {level_of:?}"
+    );
+    // The webhook kubeconfig points at the collector's API path with a client certificate.
+    let kubeconfig = file("audit/webhook-kubeconfig.yaml");
+    let cluster = &kubeconfig[0]["clusters"][0]["cluster"];
+    assert!(
+        cluster["server"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v1/k8s-audit"),
+        "{cluster}"
+    );
+    assert!(cluster["certificate-authority"].is_string(), "{cluster}");
+    let user = &kubeconfig[0]["users"][0]["user"];
+    assert!(
+        user["client-certificate"].is_string() && user["client-key"].is_string(),
+        "{user}"
+    );
+    // The warden.toml snippet parses and enables the webhook with its own role.
+    let snippet = std::fs::read_to_string(manifests_dir().join("audit/warden-audit.toml")).unwrap();
+    let config: toml::Table = snippet.parse().expect("warden-audit.toml is TOML");
+    assert_eq!(config["k8s_audit"]["enabled"].as_bool(), Some(true));
+    assert!(
+        config["http"]["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["role"].as_str() == Some("k8s-audit")),
+        "{snippet}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): one module per resource — [`records`], [`summaries`], [`report`],
 //! [`decisions`] (deny list, bans, bulk bans, unbans), [`allowlist`], [`filters`], [`audit`]
 //! (decision changes and API calls), [`rules`] (rules in force, reload, [`replay`], rule
-//! decisions), [`explain`] and [`health`] (health and metrics). Requests and answers are the
+//! decisions), [`explain`], [`changes`] (the Kubernetes audit webhook and the policy-change
+//! trail) and [`health`] (health and metrics). Requests and answers are the
 //! types of [`model`], which the CLI parses too. Every failure answers `{"error": "..."}`
 //! ([`model::ErrorBody`]) with the status from [`crate::error::Error`].
 //!
@@ -11,6 +12,7 @@
 
 pub mod allowlist;
 pub mod audit;
+pub mod changes;
 pub mod decisions;
 pub mod explain;
 pub mod filters;
@@ -75,6 +77,8 @@ pub struct AppState {
     pub detection: Arc<Detection>,
     /// The API audit trail.
     pub audit: Arc<ApiAudit>,
+    /// Kubernetes policy changes; `None` when `[k8s_audit]` is disabled.
+    pub changes: Option<Arc<crate::policy_changes::ChangeLog>>,
     /// What `/healthz` answers (`ok`, with a warning when a listener is insecure).
     pub health: String,
 }
@@ -115,6 +119,9 @@ fn described_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rules::replay).layer(DefaultBodyLimit::max(REPLAY_BODY_LIMIT)))
         .routes(routes!(rules::rule_decisions))
         .routes(routes!(explain::explain))
+        .routes(routes!(changes::list))
+        // The gate has already read the body within `[k8s_audit] max_body_bytes`.
+        .routes(routes!(changes::k8s_audit).layer(DefaultBodyLimit::disable()))
 }
 
 /// The document's header: what the API is, how callers authenticate, the shared error shape.
@@ -138,6 +145,7 @@ fn described_routes() -> OpenApiRouter<AppState> {
         (name = "filters", description = "Connected filters and their accounting"),
         (name = "audit", description = "Who changed or read what"),
         (name = "rules", description = "Detection rules and their decisions"),
+        (name = "changes", description = "Kubernetes ingress-policy changes: the API server's audit webhook and the change trail"),
         (name = "operations", description = "Health and metrics"),
     )
 )]

@@ -51,6 +51,9 @@ pub enum Command {
     Filters(ListArgs),
     /// List ban, unban, expiry and allowlist changes (who, what, when, why).
     Audit(AuditArgs),
+    /// Kubernetes ingress-policy changes (from the API server's audit webhook): who changed
+    /// which route, policy, certificate or gateway plugin, when, and what the change did.
+    Changes(ChangesArgs),
     /// Detection rules: check a file, list the rules in force, replay a file over stored records.
     Rules {
         /// Rules operation.
@@ -348,6 +351,53 @@ pub struct AuditArgs {
     #[arg(long)]
     pub(crate) since: Option<String>,
     /// Maximum entries.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: usize,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `warden changes`
+#[derive(Debug, Args)]
+pub struct ChangesArgs {
+    #[command(flatten)]
+    pub(crate) server: ServerArg,
+    /// Only changes since (7d by default; 15m, 24h, RFC 3339).
+    #[arg(long, default_value = "7d")]
+    pub(crate) since: String,
+    /// Only changes before (a duration ago or RFC 3339).
+    #[arg(long)]
+    pub(crate) until: Option<String>,
+    /// Only this resource, as kubectl names it: ingress, httproute, gateways.networking.istio.io.
+    #[arg(long)]
+    pub(crate) resource: Option<String>,
+    /// Only this namespace.
+    #[arg(long, short = 'n')]
+    pub(crate) namespace: Option<String>,
+    /// Only changes by this user (`*` wildcards: `system:serviceaccount:argocd:*`).
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// Only changes that touched this host.
+    #[arg(long)]
+    pub(crate) host: Option<String>,
+    /// The changes to --host before the latest spike of its denials within --since: the
+    /// answer to "what changed right before denials on this host tripled?".
+    #[arg(long, requires = "host")]
+    pub(crate) before_spike: bool,
+    /// Bucket width of the spike search (with --before-spike).
+    #[arg(long, default_value = "5m", requires = "before_spike")]
+    pub(crate) bucket: String,
+    /// How far before the spike to look (with --before-spike).
+    #[arg(long, default_value = "1h", requires = "before_spike")]
+    pub(crate) lookback: String,
+    /// Only changes a `change` rule found something in.
+    #[arg(long)]
+    pub(crate) findings: bool,
+    /// Also the RequestReceived rows of changes whose answer was logged too.
+    #[arg(long)]
+    pub(crate) all_stages: bool,
+    /// Maximum changes.
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: usize,
     /// One JSON object per line.

@@ -6,9 +6,10 @@ use super::CliError;
 use super::args::ServerArg;
 use crate::api::model::{
     AllowBody, AllowList, ApiAuditEntries, ApiAuditParams, AuditEntries, AuditParams, BanBody,
-    BulkBanBody, BulkBanResult, DecisionChange, DecisionList, ErrorBody, ExplainParams,
-    Explanation, FiltersResponse, RecordsPage, RecordsParams, RemovalParams, ReplayBody,
-    ReplayResult, ReportParams, ReportResponse, RulesStatus, SummariesPage, SummariesParams,
+    BulkBanBody, BulkBanResult, ChangesPage, ChangesParams, DecisionChange, DecisionList,
+    ErrorBody, ExplainParams, Explanation, FiltersResponse, RecordsPage, RecordsParams,
+    RemovalParams, ReplayBody, ReplayResult, ReportParams, ReportResponse, RulesStatus,
+    SummariesPage, SummariesParams,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -309,6 +310,11 @@ impl Client {
     /// `GET /api/v1/audit`.
     pub async fn audit(&self, q: &AuditParams) -> Result<AuditEntries, CliError> {
         self.get("/api/v1/audit", q).await
+    }
+
+    /// `GET /api/v1/changes`.
+    pub async fn changes(&self, q: &ChangesParams) -> Result<ChangesPage, CliError> {
+        self.get("/api/v1/changes", q).await
     }
 
     /// `GET /api/v1/audit/api`.

@@ -15,8 +15,8 @@ pub use args::*;
 pub use client::{Client, Connection, DEFAULT_SERVER};
 
 use crate::api::model::{
-    AllowBody, ApiAuditParams, AuditParams, BanBody, BulkBanBody, ExplainParams, RecordsParams,
-    RemovalParams, ReplayBody, ReportFormat, ReportParams, SummariesParams, to_csv,
+    AllowBody, ApiAuditParams, AuditParams, BanBody, BulkBanBody, ChangesParams, ExplainParams,
+    RecordsParams, RemovalParams, ReplayBody, ReportFormat, ReportParams, SummariesParams, to_csv,
 };
 use crate::decisions::DecisionAction;
 use crate::store::query::{Cursor, DecisionFilter, StatusFilter};
@@ -149,6 +149,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
             render::filters_out(&v, a.json)
         }
         Command::Audit(a) => audit(a).await?,
+        Command::Changes(a) => changes(a).await?,
         Command::Token { command } => token(command)?,
         Command::Verify(a) => {
             let mut report = crate::trail::verify(&a.data_dir).map_err(|e| CliError::File {
@@ -399,6 +400,44 @@ async fn audit(a: AuditArgs) -> Result<String, CliError> {
             .await?;
         Ok(render::audit_out(&v.entries, a.json))
     }
+}
+
+async fn changes(a: ChangesArgs) -> Result<String, CliError> {
+    check::<TimeBound, _>("--since", &a.since)?;
+    let until = checked::<TimeBound, _>("--until", a.until)?;
+    if let Some(user) = &a.user {
+        check::<crate::security::credentials::Pattern, _>("--user", user)?;
+    }
+    for (flag, value) in [("--bucket", &a.bucket), ("--lookback", &a.lookback)] {
+        crate::time::parse_duration(value).map_err(|reason| CliError::Invalid {
+            flag: flag.into(),
+            reason,
+        })?;
+    }
+    let client = Client::new(&a.server)?;
+    let page = client
+        .changes(&ChangesParams {
+            since: Some(a.since.clone()),
+            until,
+            resource: a.resource,
+            namespace: a.namespace,
+            user: a.user,
+            host: a.host.clone(),
+            before_spike: a.before_spike.then_some(true),
+            bucket: a.before_spike.then(|| a.bucket.clone()),
+            lookback: a.before_spike.then(|| a.lookback.clone()),
+            findings: a.findings.then_some(true),
+            all_stages: a.all_stages.then_some(true),
+            limit: Some(a.limit),
+        })
+        .await?;
+    Ok(render::changes_out(
+        &page,
+        a.before_spike
+            .then_some(a.host.as_deref().unwrap_or_default()),
+        &a.since,
+        a.json,
+    ))
 }
 
 async fn report(a: ReportArgs) -> Result<String, CliError> {

@@ -5,8 +5,8 @@
 //! line.
 
 use crate::api::model::{
-    ApiAuditEntry, AuditEntry, BulkBanResult, Decision, DecisionChange, Explanation,
-    FiltersResponse, Record, ReplayResult, ReportRow, RulesStatus, Summary,
+    ApiAuditEntry, AuditEntry, BulkBanResult, ChangeSummary, ChangesPage, Decision, DecisionChange,
+    Explanation, FiltersResponse, Record, ReplayResult, ReportRow, RulesStatus, Summary,
 };
 use serde::Serialize;
 use std::fmt::Write;
@@ -340,6 +340,142 @@ pub fn audit_out(list: &[AuditEntry], as_json: bool) -> String {
             ]
         },
     )
+}
+
+/// What a change did, in one line: `hosts shop.example.com; +hosts *.example.com; tls
+/// shop/web-tls; cert expires 2026-12-05T00:00:00Z; auth removed: ...; fields spec.rules[0].host`.
+pub fn change_summary_text(s: &ChangeSummary) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut list = |label: &str, items: &[String]| {
+        if !items.is_empty() {
+            parts.push(format!("{label} {}", items.join(",")));
+        }
+    };
+    list("hosts", &s.hosts);
+    list("+hosts", &s.hosts_added);
+    list("-hosts", &s.hosts_removed);
+    list("paths", &s.paths);
+    list("backends", &s.backends);
+    list("tls-hosts", &s.tls_hosts);
+    list("tls", &s.tls_secrets);
+    list("no-tls", &s.listeners_without_tls);
+    list("+rules", &s.rules_added);
+    list("-rules", &s.rules_removed);
+    list("fields", &s.changed_fields);
+    list("notes", &s.notes);
+    if let Some(t) = &s.secret_type {
+        parts.push(format!("type {t}"));
+    }
+    if let Some(c) = &s.certificate {
+        parts.push(format!(
+            "cert sha256 {}… expires {}",
+            c.sha256.chars().take(16).collect::<String>(),
+            c.not_after
+        ));
+    }
+    if let Some(a) = &s.auth_removed {
+        parts.push(format!("auth removed: {a}"));
+    }
+    if let Some(p) = &s.plugin {
+        let state = if p.removed {
+            "removed".to_string()
+        } else if p.fail_open {
+            "fail open".to_string()
+        } else {
+            p.failure_policy
+                .clone()
+                .unwrap_or_else(|| "fail closed".into())
+        };
+        parts.push(format!(
+            "{} {} ({state})",
+            p.kind,
+            p.url.as_deref().unwrap_or("-")
+        ));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// `warden changes`: the changes, and with `--before-spike` the spike they preceded.
+pub fn changes_out(
+    page: &ChangesPage,
+    before_spike_of: Option<&str>,
+    since: &str,
+    as_json: bool,
+) -> String {
+    let table = list_out(
+        &page.changes,
+        as_json,
+        &[
+            "TIME", "USER", "VERB", "RESOURCE", "OBJECT", "RESULT", "SUMMARY", "FINDINGS",
+        ],
+        |c| {
+            let r = &c.change;
+            let user = match &r.impersonated_user {
+                Some(as_user) => format!("{as_user} (as, by {})", r.user),
+                None => r.user.clone(),
+            };
+            let object = if r.namespace.is_empty() {
+                r.name.clone()
+            } else {
+                format!("{}/{}", r.namespace, r.name)
+            };
+            let result = match r.response_code {
+                Some(code) => format!("{} {code}", r.outcome),
+                None => r.outcome.clone(),
+            };
+            let findings: Vec<String> = c
+                .findings
+                .iter()
+                .map(|f| {
+                    let dry = if f.dry_run { " (dry run)" } else { "" };
+                    format!("{}:{}{dry}", f.rule, f.condition)
+                })
+                .collect();
+            vec![
+                safe(&c.time),
+                safe(&user),
+                safe(&r.verb),
+                safe(&r.resource),
+                safe(&object),
+                safe(&result),
+                safe(&change_summary_text(&r.summary)),
+                opt(Some(findings.join(","))
+                    .filter(|f| !f.is_empty())
+                    .as_deref()),
+            ]
+        },
+    );
+    let Some(host) = before_spike_of else {
+        return table;
+    };
+    if as_json {
+        // The spike first, as its own line, so a script sees what the changes preceded.
+        let head = page
+            .spike
+            .as_ref()
+            .map(|s| json_line(&serde_json::json!({ "spike": s })))
+            .unwrap_or_default();
+        return head + &table;
+    }
+    match &page.spike {
+        None => format!(
+            "no spike of denials on {} since {}\n",
+            safe(host),
+            safe(since)
+        ),
+        Some(s) => format!(
+            "denials on {} spiked at {}: {} in {}s (mean {} per bucket in the hour before); changes that touched it before:\n{table}",
+            safe(&s.host),
+            safe(&s.start),
+            s.denials,
+            s.bucket_seconds,
+            s.baseline_mean
+        ),
+    }
 }
 
 /// `warden audit --api`.

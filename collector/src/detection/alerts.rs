@@ -38,10 +38,53 @@ pub struct Alert {
     pub at_ms: i64,
 }
 
+/// One finding of a `change` rule on a Kubernetes policy change, and the change it is about.
+#[derive(Debug, Clone)]
+pub struct ChangeAlert {
+    /// The rule's finding (its reason explains it).
+    pub finding: crate::policy_changes::store::Finding,
+    /// The change's audit id, stored time and who did what to which object.
+    pub change: Value,
+    /// `alert`, or `dry_run` for a rule in dry-run.
+    pub outcome: &'static str,
+    /// When the collector evaluated it, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// What the delivery task sends: a rule decision or a change rule's finding.
+#[derive(Debug, Clone)]
+enum Notice {
+    Decision(Alert),
+    Change(ChangeAlert),
+}
+
+impl Notice {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Notice::Decision(a) => a.outcome,
+            Notice::Change(a) => a.outcome,
+        }
+    }
+
+    fn webhook_body(&self) -> Value {
+        match self {
+            Notice::Decision(a) => webhook_body(a),
+            Notice::Change(a) => change_webhook_body(a),
+        }
+    }
+
+    fn alertmanager_body(&self) -> Value {
+        match self {
+            Notice::Decision(a) => alertmanager_body(a),
+            Notice::Change(a) => change_alertmanager_body(a),
+        }
+    }
+}
+
 /// Handle that queues alerts; cheap to clone. Without destinations it does nothing.
 #[derive(Clone)]
 pub struct Alerter {
-    tx: Option<mpsc::Sender<Alert>>,
+    tx: Option<mpsc::Sender<Notice>>,
     on: Arc<[String]>,
     metrics: Arc<Metrics>,
 }
@@ -72,11 +115,20 @@ impl Alerter {
 
     /// Queues `alert` if its outcome is one that notifies; never waits.
     pub fn notify(&self, alert: Alert) {
+        self.queue(Notice::Decision(alert));
+    }
+
+    /// Queues a change rule's finding if its outcome is one that notifies; never waits.
+    pub fn notify_change(&self, alert: ChangeAlert) {
+        self.queue(Notice::Change(alert));
+    }
+
+    fn queue(&self, notice: Notice) {
         let Some(tx) = &self.tx else { return };
-        if !self.on.iter().any(|o| o == alert.outcome) {
+        if !self.on.iter().any(|o| o == notice.outcome()) {
             return;
         }
-        if tx.try_send(alert).is_err() {
+        if tx.try_send(notice).is_err() {
             self.metrics.alerts_dropped.fetch_add(1, Relaxed);
         }
     }
@@ -127,7 +179,49 @@ pub fn alertmanager_body(alert: &Alert) -> Value {
     json!([a])
 }
 
-async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metrics: Arc<Metrics>) {
+/// The generic webhook body of a change rule's finding: `"type": "change"`, the rule, the
+/// condition that held, its reason, and the change.
+pub fn change_webhook_body(alert: &ChangeAlert) -> Value {
+    let f = &alert.finding;
+    json!({
+        "type": "change",
+        "rule": f.rule,
+        "condition": f.condition,
+        "dry_run": f.dry_run,
+        "reason": f.reason,
+        "outcome": alert.outcome,
+        "time": rfc3339(alert.at_ms),
+        "change": alert.change,
+    })
+}
+
+/// The Alertmanager v2 body of a change rule's finding. No `endsAt`: a change is an event, so
+/// Alertmanager's `resolve_timeout` ends it.
+pub fn change_alertmanager_body(alert: &ChangeAlert) -> Value {
+    let f = &alert.finding;
+    let c = &alert.change;
+    let label = |key: &str| c[key].as_str().unwrap_or_default().to_string();
+    json!([{
+        "labels": {
+            "alertname": "WardenPolicyChange",
+            "rule": f.rule,
+            "condition": f.condition,
+            "resource": label("resource"),
+            "namespace": label("namespace"),
+            "name": label("name"),
+            "user": label("user"),
+            "outcome": alert.outcome,
+            "severity": if alert.outcome == "alert" { "warning" } else { "info" },
+        },
+        "annotations": {
+            "summary": format!("{} {}: {} {} {}/{}", f.rule, f.condition, label("user"), label("verb"), label("resource"), label("name")),
+            "reason": f.reason,
+        },
+        "startsAt": rfc3339(alert.at_ms),
+    }])
+}
+
+async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Notice>, metrics: Arc<Metrics>) {
     let destinations = match Destinations::parse(&config.allowed_destinations) {
         Ok(d) => Arc::new(d),
         Err(e) => {
@@ -153,10 +247,10 @@ async fn deliver_loop(config: AlertsConfig, mut rx: mpsc::Receiver<Alert>, metri
         let mut targets: Vec<(String, Value)> = config
             .webhooks
             .iter()
-            .map(|u| (u.clone(), webhook_body(&alert)))
+            .map(|u| (u.clone(), alert.webhook_body()))
             .collect();
         if let Some(url) = &alertmanager {
-            targets.push((url.clone(), alertmanager_body(&alert)));
+            targets.push((url.clone(), alert.alertmanager_body()));
         }
         for (url, body) in targets {
             // Waiting for a permit is the queue's backpressure: the bounded channel fills and
@@ -217,5 +311,40 @@ async fn deliver(
         tracing::debug!(%destination, attempt, %error, "alert delivery failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy_changes::store::Finding;
+
+    #[test]
+    fn a_change_finding_reaches_alertmanager_labelled_by_rule_condition_and_object() {
+        let alert = ChangeAlert {
+            finding: Finding {
+                rule: "plaintext".into(),
+                condition: "listener_without_tls".into(),
+                dry_run: false,
+                reason: "rule plaintext: alice created gateways edge/public, without TLS".into(),
+            },
+            change: json!({"user": "alice", "verb": "create", "resource": "gateways",
+                "namespace": "edge", "name": "public"}),
+            outcome: "alert",
+            at_ms: 1_700_000_000_000,
+        };
+        let am = change_alertmanager_body(&alert);
+        let labels = &am[0]["labels"];
+        assert_eq!(labels["alertname"], "WardenPolicyChange");
+        assert_eq!(labels["condition"], "listener_without_tls");
+        assert_eq!(labels["resource"], "gateways");
+        assert_eq!(labels["name"], "public");
+        assert_eq!(labels["severity"], "warning");
+        assert!(am[0].get("endsAt").is_none(), "a change is an event");
+        assert_eq!(am[0]["annotations"]["reason"], alert.finding.reason);
+        let hook = change_webhook_body(&alert);
+        assert_eq!(hook["type"], "change");
+        assert_eq!(hook["change"]["namespace"], "edge");
+        assert_eq!(hook["time"], "2023-11-14T22:13:20.000Z");
     }
 }

@@ -52,6 +52,9 @@ pub struct RulesStatus {
 pub(super) struct Shared {
     pub(super) source: Mutex<RulesSource>,
     pub(super) engine: Mutex<Engine>,
+    /// The rules in force, apart from the engine: change rules are evaluated on the
+    /// policy-change writer's thread, which must not wait for the engine's batch in progress.
+    pub(super) in_force: Mutex<Arc<RuleSet>>,
     pub(super) status: Mutex<RulesStatus>,
     pub(super) watched: Mutex<Vec<PathBuf>>,
     pub(super) decisions: Arc<Decisions>,
@@ -95,6 +98,7 @@ impl Detection {
         let shared = Arc::new(Shared {
             source: Mutex::new(source),
             engine: Mutex::new(Engine::new(rules.clone())),
+            in_force: Mutex::new(Arc::new(rules.clone())),
             status: Mutex::new(status),
             watched: Mutex::new(watched),
             decisions,
@@ -167,6 +171,15 @@ impl Detection {
                 format!("not reloaded; the rules in force stay:\n{errors}"),
             )),
         }
+    }
+
+    /// The rules in force (what change rules are evaluated with).
+    pub fn rules_in_force(&self) -> Arc<RuleSet> {
+        self.shared
+            .in_force
+            .lock()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
     }
 
     /// The rules in force and the latest reload error.
@@ -466,6 +479,9 @@ pub(super) fn reload(shared: &Shared) -> Result<(), RulesErrors> {
                 Ok(mut engine) => engine.reload(rules.clone()),
                 Err(_) => return Ok(()),
             };
+            if let Ok(mut in_force) = shared.in_force.lock() {
+                *in_force = Arc::new(rules.clone());
+            }
             tracing::info!(
                 kept = ?summary.kept, changed = ?summary.changed, added = ?summary.added,
                 removed = ?summary.removed, "rules reloaded"

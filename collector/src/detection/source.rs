@@ -6,7 +6,7 @@ use crate::config::Config;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use warden_rules::{Rule, RuleKind, RuleSet, RulesErrors};
+use warden_rules::{Rule, RuleSet, RulesErrors};
 
 /// How often rule and list files are checked for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
@@ -148,7 +148,8 @@ pub fn summarize(rule: &Rule) -> String {
     use warden_rules::config::fmt_duration;
     let trigger = rule.kind.summary();
     let mut out = format!("{trigger} -> {}", rule.action.as_str());
-    if !matches!(rule.kind, RuleKind::IpList { .. }) {
+    // Lists last as long as their files; change rules alert and ban nothing.
+    if rule.kind.name().observes_records() {
         out.push_str(&format!(" for {}", fmt_duration(rule.ban_ttl)));
         if let Some(e) = &rule.escalation {
             out.push_str(&format!(

@@ -7,10 +7,16 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-/// What an API caller may do. Each role may do what the roles below it may.
+/// What an API caller may do. Each of viewer, operator and admin may do what the roles below it
+/// may; `k8s-audit` stands apart, below them all: it may only post the Kubernetes API server's
+/// audit events, and nothing else may (a caller that could, could forge the change trail).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// The Kubernetes API server's audit webhook: `POST /api/v1/k8s-audit` only. Declared first
+    /// so that it orders below every other role and passes no `Role(..)` check.
+    #[serde(rename = "k8s-audit")]
+    K8sAudit,
     /// Records, reports, explain, the decision, allowlist, filter and rule lists.
     Viewer,
     /// Ban, unban, allowlist changes.
@@ -26,11 +32,12 @@ impl Role {
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
+            Role::K8sAudit => "k8s-audit",
         }
     }
 
     /// Every role, lowest first.
-    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+    pub const ALL: [Role; 4] = [Role::K8sAudit, Role::Viewer, Role::Operator, Role::Admin];
 }
 
 impl fmt::Display for Role {
@@ -46,7 +53,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("{s:?} is not a role (viewer, operator, admin)"))
+            .ok_or_else(|| format!("{s:?} is not a role (viewer, operator, admin, k8s-audit)"))
     }
 }
 
@@ -128,14 +135,15 @@ pub fn bearer(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// A name pattern: `*` matches any run of characters (none included), everything else itself.
+/// A name pattern: `*` matches any run of characters (none included), `?` one character,
+/// everything else itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern(String);
 
 impl Pattern {
     /// Whether `name` matches.
     pub fn matches(&self, name: &str) -> bool {
-        glob(self.0.as_bytes(), name.as_bytes())
+        glob(&self.0, name)
     }
 
     /// The pattern text.
@@ -164,26 +172,9 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// Iterative glob with `*` only: linear backtracking on the last star, no recursion.
-fn glob(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, n));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
-            p += 1;
-            n += 1;
-        } else if let Some((sp, sn)) = star {
-            p = sp + 1;
-            n = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|b| *b == b'*')
+/// Whether `name` matches `pattern` (`*` any run of characters, `?` one).
+fn glob(pattern: &str, name: &str) -> bool {
+    wildmatch::WildMatch::new(pattern).matches(name)
 }
 
 #[cfg(test)]
@@ -233,5 +224,10 @@ mod tests {
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
         assert_eq!("operator".parse::<Role>().unwrap(), Role::Operator);
         assert!("root".parse::<Role>().is_err());
+        assert_eq!("k8s-audit".parse::<Role>().unwrap(), Role::K8sAudit);
+        assert!(
+            Role::K8sAudit < Role::Viewer,
+            "the webhook role passes no viewer check"
+        );
     }
 }

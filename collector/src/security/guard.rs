@@ -34,6 +34,9 @@ pub enum Access {
     Metrics,
     /// Callers with at least this role.
     Role(Role),
+    /// Callers with exactly this role (the audit webhook: no other role may post events, so
+    /// no API credential can forge the change trail).
+    Only(Role),
 }
 
 /// One endpoint of the API.
@@ -49,6 +52,9 @@ pub struct Endpoint {
     pub access: Access,
     /// Counted against the role's cap of concurrent expensive calls.
     pub expensive: bool,
+    /// The JSON body's fields go into the audit entry's parameters. Not for audit events: they
+    /// are the API server's own trail (and could carry objects), so only their size is noted.
+    pub body_in_audit: bool,
 }
 
 const fn ep(
@@ -64,8 +70,12 @@ const fn ep(
         operation,
         access,
         expensive,
+        body_in_audit: true,
     }
 }
+
+/// The Kubernetes audit webhook's path.
+pub const K8S_AUDIT_PATH: &str = "/api/v1/k8s-audit";
 
 use Access::{Metrics as M, Open as O};
 const VIEWER: Access = Access::Role(Role::Viewer);
@@ -132,6 +142,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
         OPERATOR,
         false,
     ),
+    ep("GET", "/api/v1/changes", "changes.list", VIEWER, true),
+    Endpoint {
+        method: "POST",
+        path: K8S_AUDIT_PATH,
+        operation: "k8s_audit.ingest",
+        access: Access::Only(Role::K8sAudit),
+        expensive: false,
+        body_in_audit: false,
+    },
     ep("GET", "/api/v1/audit", "audit.decisions", ADMIN, false),
     ep("GET", "/api/v1/audit/api", "audit.api", ADMIN, false),
     ep("POST", "/api/v1/rules/reload", "rules.reload", ADMIN, false),
@@ -156,6 +175,8 @@ pub struct GuardCounters {
     pub rate_limited: AtomicU64,
     /// Foreign `Host` or `Origin`, or a body that is not JSON.
     pub cross_site: AtomicU64,
+    /// A body over the role's (or the audit webhook's) limit: 413.
+    pub too_large: AtomicU64,
 }
 
 /// Which `Host` values the API answers to.
@@ -225,6 +246,7 @@ pub struct Guard {
     hosts: Hosts,
     origins: Vec<String>,
     body_limits: PerRole,
+    k8s_audit_body_limit: usize,
     expensive_limits: PerRole,
     expensive: [Arc<Semaphore>; 3],
     failures: FailureLimiter,
@@ -252,6 +274,8 @@ pub struct GuardSettings {
     pub max_body_bytes: PerRole,
     /// Expensive calls per role.
     pub max_expensive_calls: PerRole,
+    /// Body size of the audit webhook (`[k8s_audit] max_body_bytes`).
+    pub k8s_audit_max_body_bytes: usize,
 }
 
 fn strip_port(host: &str) -> &str {
@@ -291,6 +315,7 @@ impl Guard {
             hosts,
             origins: s.allowed_origins,
             body_limits: s.max_body_bytes,
+            k8s_audit_body_limit: s.k8s_audit_max_body_bytes,
             expensive_limits: s.max_expensive_calls,
             expensive: [
                 semaphore(Role::Viewer),
@@ -503,7 +528,7 @@ pub async fn guard(
     let open = match endpoint.access {
         Access::Open => true,
         Access::Metrics => g.metrics_access == MetricsAccess::Open,
-        Access::Role(_) => false,
+        Access::Role(_) | Access::Only(_) => false,
     };
     if !open && !g.host_allowed(host.as_deref()) {
         g.counters.cross_site.fetch_add(1, Relaxed);
@@ -528,7 +553,7 @@ pub async fn guard(
     let open = match endpoint.access {
         Access::Open => true,
         Access::Metrics => g.metrics_access == MetricsAccess::Open,
-        Access::Role(_) => false,
+        Access::Role(_) | Access::Only(_) => false,
     };
     if open {
         return next.run(request).await;
@@ -562,9 +587,12 @@ pub async fn guard(
             return call.audited(None, response).await;
         }
     };
-    if let Access::Role(needed) = endpoint.access
-        && caller.role < needed
-    {
+    let needed = match endpoint.access {
+        Access::Role(needed) if caller.role < needed => Some(needed),
+        Access::Only(needed) if caller.role != needed => Some(needed),
+        _ => None,
+    };
+    if let Some(needed) = needed {
         g.counters.forbidden.fetch_add(1, Relaxed);
         let e = Error::PermissionDenied(format!(
             "{} {} needs the {needed} role; {:?} has {}",
@@ -573,15 +601,20 @@ pub async fn guard(
         return call.audited(Some(&caller), refuse(e)).await;
     }
     let (parts, body) = request.into_parts();
-    let limit = g.body_limits.get(caller.role);
+    let limit = match caller.role {
+        Role::K8sAudit => g.k8s_audit_body_limit,
+        role => g.body_limits.get(role),
+    };
     let too_large = || {
-        Error::invalid(
-            "body",
-            format!(
-                "larger than the {limit} bytes allowed for the {} role",
-                caller.role
-            ),
-        )
+        let hint = if caller.role == Role::K8sAudit {
+            " ([k8s_audit] max_body_bytes; or lower the API server's --audit-webhook-batch-max-size)"
+        } else {
+            ""
+        };
+        Error::TooLarge(format!(
+            "body: larger than the {limit} bytes allowed for the {} role{hint}",
+            caller.role
+        ))
     };
     let declared = parts
         .headers
@@ -589,22 +622,14 @@ pub async fn guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
-        let r = (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(serde_json::json!({ "error": too_large().to_string() })),
-        )
-            .into_response();
-        return call.audited(Some(&caller), r).await;
+        g.counters.too_large.fetch_add(1, Relaxed);
+        return call.audited(Some(&caller), refuse(too_large())).await;
     }
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            let r = (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(serde_json::json!({ "error": too_large().to_string() })),
-            )
-                .into_response();
-            return call.audited(Some(&caller), r).await;
+            g.counters.too_large.fetch_add(1, Relaxed);
+            return call.audited(Some(&caller), refuse(too_large())).await;
         }
     };
     if !bytes.is_empty() && !is_json(&parts.headers) {
@@ -616,10 +641,23 @@ pub async fn guard(
             .into_response();
         return call.audited(Some(&caller), r).await;
     }
-    call.params = params(parts.uri.query(), &bytes);
+    call.params = if endpoint.body_in_audit {
+        params(parts.uri.query(), &bytes)
+    } else {
+        let mut p = params(parts.uri.query(), &[]);
+        if let Some(o) = p.as_object_mut() {
+            o.insert(
+                "body".into(),
+                serde_json::json!(format!("({} bytes)", bytes.len())),
+            );
+        }
+        p
+    };
     let _permit = if endpoint.expensive {
         let semaphore = &g.expensive[match caller.role {
-            Role::Viewer => 0,
+            // The webhook's one endpoint is not expensive; were one, it would share the
+            // viewers' cap rather than have none.
+            Role::K8sAudit | Role::Viewer => 0,
             Role::Operator => 1,
             Role::Admin => 2,
         }];

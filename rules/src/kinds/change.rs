@@ -270,37 +270,10 @@ fn parse_offset(s: &str) -> Option<i32> {
     (minutes <= 14 * 60).then_some(sign * minutes)
 }
 
-/// Whether `text` matches `pattern`, where `*` matches any run of characters (also none) and
-/// everything else matches itself, case-sensitively as Kubernetes compares user names.
+/// Whether `text` matches `pattern` (`*` any run of characters, also none; `?` one character),
+/// case-sensitively as Kubernetes compares user names.
 fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
-    let (mut pi, mut ti) = (0, 0);
-    // The last `*` seen and where in `text` its match currently ends: on a mismatch it takes one
-    // more character. Retrying from the last star only is enough when `*` is the only wildcard
-    // (an earlier star never needs to take more), and bounds the work by pattern × text.
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some(b'*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if t.get(ti) == Some(&c) => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                Some((sp, st)) => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
+    wildmatch::WildMatch::new(pattern).matches(text)
 }
 
 /// Every condition field, in evaluation (and finding) order; `allowed_days` belongs to

@@ -11,6 +11,7 @@
 //! because their error messages name the parameter exactly as the caller spelled it.
 
 pub mod audit;
+pub mod changes;
 pub mod decisions;
 pub mod explain;
 pub mod filters;
@@ -21,6 +22,10 @@ pub mod summaries;
 
 pub use audit::{
     ApiAuditEntries, ApiAuditEntry, ApiAuditParams, AuditEntries, AuditEntry, AuditParams,
+};
+pub use changes::{
+    CertificateSummary, ChangeRecord, ChangeSummary, ChangesPage, ChangesParams, Finding,
+    IngestSummary, PluginSummary, Spike, StoredChange,
 };
 pub use decisions::{
     Action, AllowBody, AllowList, BanBody, BulkBanBody, BulkBanResult, Decision, DecisionChange,

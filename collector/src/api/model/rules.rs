@@ -121,6 +121,8 @@ pub enum RuleKind {
     DistinctPaths,
     /// Listed addresses and networks.
     IpList,
+    /// Kubernetes ingress-policy changes (alerts only).
+    Change,
 }
 
 impl From<warden_rules::KindName> for RuleKind {
@@ -132,6 +134,7 @@ impl From<warden_rules::KindName> for RuleKind {
             K::StatusFlood => RuleKind::StatusFlood,
             K::DistinctPaths => RuleKind::DistinctPaths,
             K::IpList => RuleKind::IpList,
+            K::Change => RuleKind::Change,
         }
     }
 }
