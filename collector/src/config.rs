@@ -736,6 +736,30 @@ impl Config {
         if let Err(reason) = self.k8s_audit.keep_list() {
             return Err(invalid("k8s_audit.keep", &reason));
         }
+        if self.k8s_audit.max_body_bytes > warden_k8s_audit::MAX_BODY_BYTES {
+            return Err(invalid(
+                "k8s_audit.max_body_bytes",
+                &format!("at most {}", warden_k8s_audit::MAX_BODY_BYTES),
+            ));
+        }
+        if self.k8s_audit.max_events > warden_k8s_audit::MAX_EVENTS {
+            return Err(invalid(
+                "k8s_audit.max_events",
+                &format!("at most {}", warden_k8s_audit::MAX_EVENTS),
+            ));
+        }
+        if self.k8s_audit.enabled
+            && !self
+                .http
+                .credentials
+                .iter()
+                .any(|c| c.role == Role::K8sAudit)
+        {
+            return Err(invalid(
+                "k8s_audit.enabled",
+                "no [[http.credentials]] entry has role = \"k8s-audit\": nothing could post audit events (add the API server's certificate or token; see envoy/kubernetes/audit/)",
+            ));
+        }
         if self.decisions.expiry_interval.0.is_zero() {
             return Err(invalid(
                 "decisions.expiry_interval",
@@ -836,6 +860,14 @@ impl Config {
             }
             if o.role_claim.trim().is_empty() {
                 return Err(invalid("http.oidc", "role_claim must not be empty".into()));
+            }
+            if let Some((claim, _)) = o.roles.iter().find(|(_, r)| **r == Role::K8sAudit) {
+                return Err(invalid(
+                    "http.oidc.roles",
+                    format!(
+                        "{claim:?} maps to k8s-audit, which only a configured credential of the API server may have (http.credentials)"
+                    ),
+                ));
             }
         }
         if self.limits.min_prefix_v4 > 32 || self.limits.min_prefix_v6 > 128 {

@@ -310,7 +310,7 @@ impl Metrics {
             ),
             (
                 "warden_k8s_audit_bodies_total",
-                "Kubernetes audit webhook bodies, by result (stored, malformed: 400, too_large: 413, failed: 503).",
+                "Kubernetes audit webhook bodies the handler answered, by result (stored; malformed: 400; too_large: 413 over max_events, a body over max_body_bytes is refused before, in warden_http_refused_total{reason=\"too_large\"}; failed: 503).",
                 &K8S_AUDIT_BODIES[..],
                 &self.k8s_audit_bodies[..],
             ),

@@ -517,3 +517,64 @@ async fn ban_latency_under_ingest() {
     );
     store.close().await;
 }
+
+/// `warden verify`'s time per million records: `BENCH_RECORDS` (1,000,000) records stored in
+/// batches of 1,000, compacted and sealed into the block chain as the running collector does,
+/// then the whole trail verified `ROUNDS` (5) times; the median, scaled to a million records.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn verify_time_per_million_records() {
+    let total = env_or("BENCH_RECORDS", 1_000_000);
+    let rounds = env_or("ROUNDS", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            Synchronous::Normal,
+            100_000,
+            Arc::clone(&metrics),
+        )
+        .unwrap(),
+    );
+    let ingest = Ingest::new(
+        Arc::clone(&store),
+        Default::default(),
+        Default::default(),
+        metrics,
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    for b in 0..total / 1000 {
+        let req = batch(
+            (b % 8) as u32,
+            (b / 8 * 1000 + 1) as u64,
+            1000,
+            now - 3_600_000,
+        );
+        ingest.export(req).await.unwrap();
+    }
+    while store.compact(i64::MAX).await.unwrap() > 0 {}
+    store.close().await;
+    let mut times = Vec::new();
+    let mut report = None;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let r = warden_collector::trail::verify(dir.path()).unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        report = Some(r);
+    }
+    let report = report.unwrap();
+    assert!(report.problems.is_empty(), "{}", report.render());
+    assert_eq!(report.records as usize, total, "{}", report.render());
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "warden verify: {} records in {} sealed blocks: median {:.3} s over {rounds} rounds (min {:.3}, max {:.3}): {:.3} s per million records",
+        report.records,
+        report.blocks,
+        median,
+        times[0],
+        times[times.len() - 1],
+        median * 1e6 / report.records as f64
+    );
+}

@@ -195,6 +195,10 @@ pub struct PluginSummary {
     pub is_warden: bool,
     /// The plugin was removed (the object deleted, or the plugin taken out of it).
     pub removed: bool,
+    /// This change made it fail open (it failed closed before). A plugin created or kept fail
+    /// open is not this: Warden's own manifests fail open on purpose.
+    #[serde(default)]
+    pub turned_fail_open: bool,
 }
 
 /// Builds the record of a kept event. `previous` is the last Snapshot of the same object the
@@ -421,10 +425,18 @@ fn outcome(ev: &Event, dry_run: bool) -> &'static str {
 /// `dryRun` in the query (create, update, patch and delete all take it), or in a delete's
 /// `DeleteOptions` body. The API server accepts only `All`; anything else is refused anyway.
 fn is_dry_run(ev: &Event) -> bool {
+    // As the API server reads its query (Go's `url.ParseQuery`): a pair with a `;` or a bad
+    // escape is dropped, and only `dryRun=All` is a dry run. Anything looser would let a client
+    // label a real change a dry run (`?dryRun=%zz` is applied for real) and skip the content
+    // rules.
     let in_query = ev.request_uri.split_once('?').is_some_and(|(_, query)| {
         query.split('&').any(|pair| {
+            if pair.contains(';') {
+                return false;
+            }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            percent_decode(k) == "dryRun" && !v.is_empty()
+            strict_percent_decode(k).as_deref() == Some("dryRun")
+                && strict_percent_decode(v).as_deref() == Some("All")
         })
     });
     let in_options = ev.request_object.as_ref().is_some_and(|o| {
@@ -437,30 +449,29 @@ fn is_dry_run(ev: &Event) -> bool {
 }
 
 /// Percent-decoding of a query key (Go's parser, which the API server uses, decodes keys).
-fn percent_decode(s: &str) -> String {
+/// Percent-decoding as Go's query parser does it: `None` on a `%` not followed by two hex digits.
+fn strict_percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
-            (Some(b'%'), Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
-                out.push(v as u8);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
-            (Some(b'+'), _, _) => {
+            b'+' => {
                 out.push(b' ');
                 i += 1;
             }
-            (Some(&b), _, _) => {
+            _ => {
                 out.push(b);
                 i += 1;
             }
-            (None, _, _) => break,
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).ok()
 }
 
 /// `namespace/name` of `system:serviceaccount:namespace:name`.
@@ -561,8 +572,8 @@ mod tests {
 
     #[test]
     fn percent_encoded_query_keys_are_decoded() {
-        assert_eq!(percent_decode("%64ryRun"), "dryRun");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(strict_percent_decode("%64ryRun").as_deref(), Some("dryRun"));
+        assert_eq!(strict_percent_decode("a%2"), None);
+        assert_eq!(strict_percent_decode("%zz"), None);
     }
 }

@@ -320,6 +320,42 @@ fn a_dry_run_is_not_applied() {
 }
 
 #[test]
+fn only_what_the_api_server_reads_as_a_dry_run_is_one() {
+    // The API server drops a query pair with a bad escape or a `;` and applies the change for
+    // real: those must not be recorded as dry runs (which skip the content rules).
+    for query in [
+        "dryRun=%zz",
+        "dryRun=All;x=1",
+        "dryRun=all",
+        "dryRun=",
+        "dryrun=All",
+    ] {
+        let mut ev = event(
+            "delete",
+            "security.istio.io",
+            "authorizationpolicies",
+            "shop",
+            "p",
+        );
+        ev["requestURI"] = json!(format!(
+            "/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/p?{query}"
+        ));
+        let (r, _) = change_record(&parse(ev), None);
+        assert_eq!(r.outcome, "applied", "{query}");
+    }
+    let mut ev = event(
+        "delete",
+        "security.istio.io",
+        "authorizationpolicies",
+        "shop",
+        "p",
+    );
+    ev["requestURI"] =
+        json!("/apis/security.istio.io/v1/namespaces/shop/authorizationpolicies/p?dry%52un=%41ll");
+    assert_eq!(change_record(&parse(ev), None).0.outcome, "dry_run");
+}
+
+#[test]
 fn impersonation_and_service_accounts_are_derived() {
     let mut ev = event("patch", "networking.k8s.io", "ingresses", "shop", "web");
     ev["user"] = json!({"username": "system:serviceaccount:argocd:argocd-server", "groups": ["system:serviceaccounts"]});

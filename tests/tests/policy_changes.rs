@@ -1014,7 +1014,26 @@ async fn each_change_rule_condition_fires_once_explains_itself_and_is_delivered(
             .request_object(short.clone())
             .response_object(short),
     ));
-    // plugin-weakened: Warden's WasmPlugin set to fail open.
+    // plugin-weakened: Warden's WasmPlugin, created failing closed, set to fail open.
+    let closed = k8s::wasm_plugin(
+        "istio-system",
+        "warden",
+        "oci://registry.example/warden-filter:1.0",
+        "FAIL_CLOSE",
+    );
+    events.extend(both(
+        EventBuilder::new(
+            "create",
+            "extensions.istio.io",
+            "v1alpha1",
+            "wasmplugins",
+            "istio-system",
+            "warden",
+        )
+        .time_ms(t + 5500)
+        .request_object(closed.clone())
+        .response_object(closed),
+    ));
     let open = k8s::wasm_plugin(
         "istio-system",
         "warden",
@@ -1262,7 +1281,18 @@ async fn the_cli_answers_what_changed_right_before_denials_on_a_host_tripled() {
         .response_object(obj)
         .build()
     };
+    let policy = EventBuilder::new(
+        "delete",
+        "security.istio.io",
+        "v1",
+        "authorizationpolicies",
+        "shop",
+        "require-jwt",
+    )
+    .time_ms(spike_at - 3 * minute)
+    .build();
     s.send(&[
+        policy,
         // The culprit: ten minutes before the spike.
         ingress("checkout", &["shop.example.com"], spike_at - 10 * minute),
         // Too early to matter, and another host.
@@ -1281,6 +1311,8 @@ async fn the_cli_answers_what_changed_right_before_denials_on_a_host_tripled() {
     ]);
     assert!(out.contains("spiked at"), "{out}");
     assert!(out.contains("checkout"), "{out}");
+    // A policy names no host but may be what changed the answers: listed too.
+    assert!(out.contains("shop/require-jwt"), "{out}");
     assert!(
         !out.contains("shop/old") && !out.contains("shop/blog"),
         "{out}"
@@ -1302,8 +1334,9 @@ async fn the_cli_answers_what_changed_right_before_denials_on_a_host_tripled() {
         lines[0]["spike"]["denials"].as_u64().unwrap() >= 10,
         "{json}"
     );
-    assert_eq!(lines.len(), 2, "{json}");
-    assert_eq!(lines[1]["change"]["name"], "checkout");
+    assert_eq!(lines.len(), 3, "{json}");
+    assert_eq!(lines[1]["change"]["name"], "require-jwt");
+    assert_eq!(lines[2]["change"]["name"], "checkout");
     // Without a spike there is nothing to answer but that.
     let quiet = cli.ok(&[
         "changes",
@@ -1325,4 +1358,115 @@ async fn the_cli_answers_what_changed_right_before_denials_on_a_host_tripled() {
     let bad = cli.run(&["changes", "--since", "yesterday"]);
     assert!(!bad.success());
     assert!(bad.stderr.contains("--since"), "{}", bad.stderr);
+}
+
+#[tokio::test]
+async fn a_kubernetes_client_can_neither_blind_nor_hide_its_changes_through_the_audit_id() {
+    let s = Setup::start(
+        "[[rules]]\nname = \"auth-dropped\"\nkind = \"change\"\nauth_removed = true\n",
+    )
+    .await;
+    let t = at_hour(10, 0);
+    let policy = k8s::authorization_policy(
+        "shop",
+        "require-jwt",
+        "DENY",
+        vec![json!({"from": [{"source": {"notRequestPrincipals": ["*"]}}]})],
+    );
+    let create = EventBuilder::new(
+        "create",
+        "security.istio.io",
+        "v1",
+        "authorizationpolicies",
+        "shop",
+        "require-jwt",
+    )
+    .audit_id("shared-id")
+    .time_ms(t)
+    .request_object(policy.clone())
+    .response_object(policy)
+    .build();
+    // The client chooses the Audit-ID header: a tab (cleaned when stored), an id another event
+    // already has, an id of 5,000 bytes. Each is stored, none fails the batch around it.
+    let tabbed = |at: i64| {
+        EventBuilder::new(
+            "patch",
+            "networking.k8s.io",
+            "v1",
+            "ingresses",
+            "shop",
+            "web",
+        )
+        .audit_id("a\tb")
+        .time_ms(at)
+        .user("mallory@example.com", &["system:authenticated"])
+        .code(403)
+        .build()
+    };
+    let reused = EventBuilder::new(
+        "delete",
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "shop",
+        "web",
+    )
+    .audit_id("shared-id")
+    .time_ms(t + 1000)
+    .build();
+    let long = EventBuilder::new(
+        "patch",
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "shop",
+        "api",
+    )
+    .audit_id(&"x".repeat(5000))
+    .time_ms(t + 2000)
+    .build();
+    // `dryRun=%zz` is dropped by the API server's query parser: the delete was applied.
+    let sneaky = EventBuilder::new(
+        "delete",
+        "security.istio.io",
+        "v1",
+        "authorizationpolicies",
+        "shop",
+        "require-jwt",
+    )
+    .query("dryRun=%zz")
+    .time_ms(t + 3000)
+    .build();
+    let answer = s
+        .send(&[
+            create,
+            tabbed(t + 500),
+            tabbed(t + 600),
+            reused,
+            long,
+            sneaky,
+        ])
+        .await;
+    assert_eq!(answer["stored"], 6, "{answer}");
+    assert_eq!(answer["rejected"], 0, "{answer}");
+    let changes = s.changes("limit=100").await;
+    assert_eq!(changes.len(), 6, "{changes:#?}");
+    let deleted = changes
+        .iter()
+        .find(|c| {
+            c["change"]["verb"] == "delete" && c["change"]["resource"] == "authorizationpolicies"
+        })
+        .unwrap();
+    assert_eq!(deleted["change"]["outcome"], "applied", "{deleted}");
+    assert_eq!(
+        deleted["findings"][0]["condition"], "auth_removed",
+        "{deleted}"
+    );
+    assert!(
+        changes.iter().any(|c| c["change"]["audit_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")),
+        "{changes:#?}"
+    );
 }

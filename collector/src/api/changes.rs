@@ -62,6 +62,15 @@ pub(super) async fn k8s_audit(
                 "body: {size} bytes, more than the {max} accepted"
             )));
         }
+        // More events than the parser takes at all is a size, not a malformation.
+        Err(warden_k8s_audit::ParseError::Invalid { field, problem })
+            if field == "items" && problem.starts_with("more than") =>
+        {
+            count(&s, "too_large");
+            return Err(Error::TooLarge(format!(
+                "body: {problem} ([k8s_audit] max_events; or lower the API server's --audit-webhook-batch-max-size)"
+            )));
+        }
         Err(problem) => {
             count(&s, "malformed");
             return Err(Error::invalid("body", problem.to_string()));
@@ -184,6 +193,8 @@ pub(super) async fn list(
         let lookback_ms = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
         q.since_ms = Some(spike.start_ms.saturating_sub(lookback_ms));
         q.until_ms = Some(spike.start_ms.saturating_add(bucket_ms));
+        // The likeliest causes name no host: an AuthorizationPolicy, a WasmPlugin.
+        q.include_hostless = true;
         found = Some(spike);
     }
     let changes = log.query(q).await?;

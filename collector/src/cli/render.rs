@@ -415,7 +415,7 @@ pub fn changes_out(
         |c| {
             let r = &c.change;
             let user = match &r.impersonated_user {
-                Some(as_user) => format!("{as_user} (as, by {})", r.user),
+                Some(as_user) => format!("{} as {as_user}", r.user),
                 None => r.user.clone(),
             };
             let object = if r.namespace.is_empty() {

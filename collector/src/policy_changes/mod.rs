@@ -2,13 +2,15 @@
 //! (`POST /api/v1/k8s-audit`) become durable change records, evaluated by the `change` rules.
 //!
 //! The path of one body: the HTTP gate authenticates the API server (the `k8s-audit` role) and
-//! bounds the body; [`warden_k8s_audit::parse_event_list`] validates it (a malformed body is
-//! refused whole, naming the problem, before anything is stored); the writer thread
-//! ([`store`]) then, in one transaction, decides for each event whether to keep it (the keep
-//! list; reads, status updates and unlisted kinds are dropped and counted), drops retries already
-//! stored (one row per audit id and stage), builds the change record with its summary against
-//! the object's previous snapshot, evaluates the change rules on it and stores the record with
-//! their findings. The body is acknowledged only after that commit; the findings are then
+//! bounds the body; [`warden_k8s_audit::parse_event_batch`] validates it (a body that is not an
+//! EventList is refused whole, naming the problem, before anything is stored; an invalid item
+//! alone, named in the answer); the writer thread ([`store`]) then, in one transaction, decides
+//! for each event whether to keep it (the keep list; reads, status updates and unlisted kinds
+//! are dropped and counted), builds the change record with its summary against the object's
+//! previous snapshot (not diffed when the event is older than it), skips retries already stored
+//! (by a key of the audit id, stage and what the event says happened), evaluates the change
+//! rules on applied and refused changes at their final stage and stores the record with their
+//! findings. The body is acknowledged only after that commit; the findings are then
 //! announced through the alert webhooks and Alertmanager.
 //!
 //! Nothing of a Secret's data is stored: the records and snapshots are built by

@@ -25,22 +25,25 @@ pub const CHANGES_DB_FILE: &str = "changes.db";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS k8s_changes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- What makes a retried event the same event (see `dedupe_key`).
+    dedupe_key TEXT NOT NULL UNIQUE,
     audit_id TEXT NOT NULL,
     stage TEXT NOT NULL,
     time_ms INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
     namespace TEXT NOT NULL,
     record TEXT NOT NULL,
-    findings TEXT NOT NULL,
-    UNIQUE (audit_id, stage)
+    findings TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS k8s_changes_time ON k8s_changes (time_ms);
+CREATE INDEX IF NOT EXISTS k8s_changes_audit_id ON k8s_changes (audit_id, stage);
 CREATE TABLE IF NOT EXISTS k8s_objects (
     api_group TEXT NOT NULL,
     resource TEXT NOT NULL,
     namespace TEXT NOT NULL,
     name TEXT NOT NULL,
-    snapshot TEXT NOT NULL,
+    -- NULL once the object was deleted (a tombstone, so that a late event cannot bring it back).
+    snapshot TEXT,
     -- The time of the change that produced it (not when it was received).
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (api_group, resource, namespace, name)
@@ -207,60 +210,79 @@ impl Writer {
                 }
                 continue;
             }
-            let exists: bool = tx
-                .prepare_cached("SELECT 1 FROM k8s_changes WHERE audit_id = ?1 AND stage = ?2")?
-                .exists(params![ev.audit_id(), ev.stage()])?;
-            if exists {
-                out.duplicates += 1;
-                continue;
-            }
             let key = ev.object_key();
             let previous = match &key {
                 Some(k) => load_snapshot(&tx, k)?,
                 None => None,
             };
-            let (record, snapshot) = change_record(ev, previous.as_ref());
+            let event_ms = ev.stage_timestamp.or(ev.request_received_timestamp);
+            // The API server sends batches concurrently and retries them: an event older than
+            // the state on record is not diffed against that later state.
+            let late = matches!((&previous, event_ms), (Some((_, at)), Some(t)) if t < *at);
+            let base = match &previous {
+                Some((snapshot, _)) if !late => snapshot.as_ref(),
+                _ => None,
+            };
+            let (mut record, snapshot) = change_record(ev, base);
+            if late {
+                record
+                    .summary
+                    .notes
+                    .push("arrived after a later change of this object: not diffed".into());
+            }
+            let dedupe = dedupe_key(&record);
             let known_tls = {
                 let k = (record.namespace.clone(), record.name.clone());
                 record.resource == "secrets"
                     && (self.tls_secrets.contains(&k) || learnt.contains(&k))
             };
-            let findings: Vec<Finding> = if FINAL_STAGES.contains(&record.stage.as_str()) {
-                rules
-                    .evaluate_change(&facts(&record, known_tls))
-                    .into_iter()
-                    .map(|f| Finding {
-                        rule: f.rule,
-                        condition: f.condition.to_string(),
-                        dry_run: f.dry_run,
-                        reason: f.reason,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            // Dry runs change nothing; the rules judge what happened (and attempts).
+            let findings: Vec<Finding> =
+                if FINAL_STAGES.contains(&record.stage.as_str()) && record.outcome != "dry_run" {
+                    rules
+                        .evaluate_change(&facts(&record, known_tls))
+                        .into_iter()
+                        .map(|f| Finding {
+                            rule: f.rule,
+                            condition: f.condition.to_string(),
+                            dry_run: f.dry_run,
+                            reason: f.reason,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             let record_json = serde_json::to_string(&record)
                 .map_err(|e| Error::Storage(format!("cannot encode a change record: {e}")))?;
             let findings_json = serde_json::to_string(&findings)
                 .map_err(|e| Error::Storage(format!("cannot encode findings: {e}")))?;
-            tx.prepare_cached(
-                "INSERT INTO k8s_changes (audit_id, stage, time_ms, received_ms, namespace, record, findings)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                record.audit_id,
-                record.stage,
-                record.time_ms,
-                received_ms,
-                record.namespace,
-                record_json,
-                findings_json
-            ])?;
+            // OR IGNORE: a retry is recognised by its key, and no event can fail the batch.
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO k8s_changes (dedupe_key, audit_id, stage, time_ms, received_ms, namespace, record, findings)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    dedupe,
+                    record.audit_id,
+                    record.stage,
+                    record.time_ms,
+                    received_ms,
+                    record.namespace,
+                    record_json,
+                    findings_json
+                ])?;
+            if inserted == 0 {
+                out.duplicates += 1;
+                continue;
+            }
             let id = tx.last_insert_rowid();
             if let Some(k) = &key {
                 update_snapshot(&tx, k, &record, snapshot.as_ref())?;
             }
-            for secret in &record.summary.tls_secrets {
+            // Only applied changes teach names: a refused or dry-run change names what it wanted.
+            let teaches = record.outcome == "applied";
+            for secret in record.summary.tls_secrets.iter().filter(|_| teaches) {
                 let (ns, name) = match secret.split_once('/') {
                     Some((ns, name)) => (ns.to_string(), name.to_string()),
                     None => (record.namespace.clone(), secret.clone()),
@@ -285,19 +307,53 @@ impl Writer {
     }
 }
 
-fn load_snapshot(conn: &Connection, k: &ObjectKey) -> Result<Option<Snapshot>, Error> {
-    let text: Option<String> = conn
+/// The object's last known state and the time of the change that left it (`None` as the state
+/// once the object was deleted).
+fn load_snapshot(
+    conn: &Connection,
+    k: &ObjectKey,
+) -> Result<Option<(Option<Snapshot>, i64)>, Error> {
+    let row: Option<(Option<String>, i64)> = conn
         .prepare_cached(
-            "SELECT snapshot FROM k8s_objects
+            "SELECT snapshot, updated_ms FROM k8s_objects
              WHERE api_group = ?1 AND resource = ?2 AND namespace = ?3 AND name = ?4",
         )?
         .query_row(params![k.api_group, k.resource, k.namespace, k.name], |r| {
-            r.get(0)
+            Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    Ok(text
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .map(Snapshot))
+    Ok(row.map(|(text, at)| {
+        let snapshot = text
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(Snapshot);
+        (snapshot, at)
+    }))
+}
+
+/// What identifies one event across the API server's retries: its audit id and stage, and what
+/// it says happened. The audit id alone comes from the client's `Audit-ID` header, so a client
+/// reusing another event's id must not get its own change taken for a retry.
+fn dedupe_key(r: &ChangeRecord) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        r.audit_id.as_str(),
+        r.stage.as_str(),
+        &r.time_ms.to_string(),
+        r.verb.as_str(),
+        r.user.as_str(),
+        r.impersonated_user.as_deref().unwrap_or(""),
+        r.api_group.as_str(),
+        r.resource.as_str(),
+        r.subresource.as_str(),
+        r.namespace.as_str(),
+        r.name.as_str(),
+        &r.response_code.map(|c| c.to_string()).unwrap_or_default(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    crate::security::tls::hex(&h.finalize())
 }
 
 /// Keeps the object's new state: replaced when the event revealed it, removed when the object
@@ -312,31 +368,29 @@ fn update_snapshot(
     // order: a snapshot is replaced only by the state of a change that happened later.
     let at = record.time_ms;
     let deleted = record.verb == "delete" && record.outcome == "applied";
-    if deleted {
-        conn.prepare_cached(
-            "DELETE FROM k8s_objects WHERE api_group = ?1 AND resource = ?2 AND namespace = ?3 AND name = ?4
-             AND updated_ms <= ?5",
-        )?
-        .execute(params![k.api_group, k.resource, k.namespace, k.name, at])?;
-        return Ok(());
-    }
-    if let Some(s) = snapshot {
-        conn.prepare_cached(
-            "INSERT INTO k8s_objects (api_group, resource, namespace, name, snapshot, updated_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (api_group, resource, namespace, name)
-             DO UPDATE SET snapshot = excluded.snapshot, updated_ms = excluded.updated_ms
-             WHERE excluded.updated_ms >= k8s_objects.updated_ms",
-        )?
-        .execute(params![
-            k.api_group,
-            k.resource,
-            k.namespace,
-            k.name,
-            s.0.to_string(),
-            at
-        ])?;
-    }
+    let state = if deleted {
+        None
+    } else {
+        match snapshot {
+            Some(s) => Some(s.0.to_string()),
+            None => return Ok(()),
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO k8s_objects (api_group, resource, namespace, name, snapshot, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (api_group, resource, namespace, name)
+         DO UPDATE SET snapshot = excluded.snapshot, updated_ms = excluded.updated_ms
+         WHERE excluded.updated_ms >= k8s_objects.updated_ms",
+    )?
+    .execute(params![
+        k.api_group,
+        k.resource,
+        k.namespace,
+        k.name,
+        state,
+        at
+    ])?;
     Ok(())
 }
 
@@ -364,7 +418,7 @@ pub fn facts(r: &ChangeRecord, known_tls_secret: bool) -> ChangeFacts {
         certificate_not_after_ms: s.certificate.as_ref().map(|c| c.not_after_ms),
         plugin_is_warden: plugin.is_some_and(|p| p.is_warden),
         plugin_removed: plugin.is_some_and(|p| p.removed),
-        plugin_fail_open: plugin.is_some_and(|p| p.fail_open),
+        plugin_fail_open: plugin.is_some_and(|p| p.turned_fail_open),
         hosts_added: s.hosts_added.clone(),
     }
 }
@@ -385,6 +439,9 @@ pub struct ChangeQuery {
     pub user: Option<Pattern>,
     /// A host the change touched (wildcard hosts of the change match it).
     pub host: Option<String>,
+    /// With `host`: also changes that name no host at all (authorization policies, plugins,
+    /// peer authentication apply to whatever their selector covers).
+    pub include_hostless: bool,
     /// Also the `RequestReceived` rows of changes whose answer was logged too.
     pub all_stages: bool,
     /// Only changes with a finding.
@@ -487,11 +544,11 @@ pub fn query(conn: &Connection, q: &ChangeQuery) -> Result<Vec<StoredChange>, Er
         {
             continue;
         }
-        if host
-            .as_deref()
-            .is_some_and(|h| !stored.hosts().any(|ch| host_matches(ch, h)))
-        {
-            continue;
+        if let Some(h) = host.as_deref() {
+            let hostless = stored.hosts().next().is_none();
+            if !(stored.hosts().any(|ch| host_matches(ch, h)) || q.include_hostless && hostless) {
+                continue;
+            }
         }
         out.push(stored);
     }

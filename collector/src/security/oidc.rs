@@ -148,6 +148,9 @@ impl Oidc {
                     self.config.roles.get(*v).copied()
                 }
             })
+            // The audit webhook's role is only ever a configured credential of the API server:
+            // an identity provider's claim cannot make anyone a writer of the change trail.
+            .filter(|r| *r != Role::K8sAudit)
             .max()
             .ok_or_else(|| {
                 format!(

@@ -178,6 +178,7 @@ pub(super) fn extension_policy(obj: &Value, ctx: &Ctx, d: &mut Described) {
             failure_policy: fail_open.map(|b| format!("failOpen: {b}")),
             fail_open: fail_open.unwrap_or(false),
             removed: false,
+            turned_fail_open: false,
         });
     }
     // One plugin per summary: Warden's when the policy carries it, else the first.

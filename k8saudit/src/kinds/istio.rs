@@ -184,6 +184,7 @@ pub(super) fn envoy_filter(obj: &Value, ctx: &Ctx, d: &mut Described) {
         fail_open,
         is_warden: warden,
         removed: false,
+        turned_fail_open: false,
     });
 }
 
@@ -432,5 +433,6 @@ pub(super) fn wasm_plugin(obj: &Value, ctx: &Ctx, d: &mut Described) {
         failure_policy,
         is_warden,
         removed: false,
+        turned_fail_open: false,
     });
 }

@@ -226,6 +226,9 @@ fn compare_plugin(prev: &Described, cur: Option<&Described>, out: &mut ChangeSum
     }
     if let Some(a) = after {
         if a.fail_open && !before.fail_open {
+            if let Some(p) = out.plugin.as_mut() {
+                p.turned_fail_open = true;
+            }
             out.notes.push(format!(
                 "now fails open (was {})",
                 before.failure_policy.as_deref().unwrap_or("fail closed")

@@ -343,13 +343,26 @@ impl Change {
                 ),
             });
         };
-        if let Some(patterns) = &self.allowed_users
-            && !patterns.iter().any(|p| wildcard_match(p, &f.user))
-        {
-            found(
-                "allowed_users",
-                format!("{} is not an allowed user", effective_user(f)),
-            );
+        if let Some(patterns) = &self.allowed_users {
+            // Both who the change was made as and who made it must be allowed: impersonating an
+            // allowed account does not make a stranger one.
+            let allowed = |user: &str| patterns.iter().any(|p| wildcard_match(p, user));
+            let stranger = if !allowed(&f.user) {
+                Some(effective_user(f).to_string())
+            } else if !f.authenticated_user.is_empty() && !allowed(&f.authenticated_user) {
+                Some(format!(
+                    "{} (impersonating {})",
+                    f.authenticated_user, f.user
+                ))
+            } else {
+                None
+            };
+            if let Some(stranger) = stranger {
+                found(
+                    "allowed_users",
+                    format!("{stranger} is not an allowed user"),
+                );
+            }
         }
         if let Some(schedule) = &self.schedule
             && !schedule.allows(f.time_ms)
@@ -1164,6 +1177,7 @@ wildcard_host_added = true
         ] {
             let f = ChangeFacts {
                 user: user.to_string(),
+                authenticated_user: user.to_string(),
                 time_ms: daytime,
                 ..update()
             };
@@ -1184,7 +1198,7 @@ wildcard_host_added = true
     }
 
     #[test]
-    fn the_effective_user_is_judged_and_the_impersonator_named() {
+    fn both_the_effective_and_the_impersonating_user_are_judged() {
         let set = one_condition("allowed_users", "[\"alice\"]");
         let f = ChangeFacts {
             authenticated_user: "alice".to_string(),
@@ -1202,7 +1216,19 @@ wildcard_host_added = true
             user: "alice".to_string(),
             ..update()
         };
-        assert!(reasons(&set, &f).is_empty(), "bob acting as alice is alice");
+        // Impersonating an allowed account does not make bob one.
+        assert_eq!(
+            reasons(&set, &f),
+            [
+                "rule guard: bob as alice updated ingresses shop/web at 2026-12-01T03:12:00Z, bob (impersonating alice) is not an allowed user"
+            ]
+        );
+        let f = ChangeFacts {
+            authenticated_user: "alice".to_string(),
+            user: "alice".to_string(),
+            ..update()
+        };
+        assert!(reasons(&set, &f).is_empty());
     }
 
     #[test]
@@ -1567,6 +1593,7 @@ wildcard_host_added = true
         let daytime = |f: ChangeFacts| ChangeFacts {
             time_ms: TUE_0312 + 7 * HOUR,
             user: "alice@example.com".to_string(),
+            authenticated_user: "alice@example.com".to_string(),
             listeners_without_tls: vec!["http:80".to_string()],
             ..f
         };

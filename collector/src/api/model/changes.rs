@@ -32,8 +32,9 @@ pub struct ChangesParams {
     /// Only changes that touched this host (a wildcard host of a change covers it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// The changes that touched `host` before the latest spike of its denials within `since`
-    /// (`true`/`false`): the window is `lookback` before the spike's first bucket to its end.
+    /// The changes that touched `host` (or name no host: policies, plugins) before the latest
+    /// spike of its denials within `since` (`true`/`false`): the window is `lookback` before the
+    /// spike's first bucket to its end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before_spike: Option<bool>,
     /// Bucket width of the spike search (default `5m`).
