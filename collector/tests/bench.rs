@@ -527,6 +527,9 @@ async fn verify_time_per_million_records() {
     let total = env_or("BENCH_RECORDS", 1_000_000);
     let rounds = env_or("ROUNDS", 5);
     let dir = tempfile::tempdir().unwrap();
+    // The decisions database too, as `warden serve` creates it: verify walks its audit chain.
+    let main = open_connection(&dir.path().join("warden.db"), Synchronous::Normal).unwrap();
+    drop(Decisions::open(main, 10_000, 10_000, Arc::new(Metrics::default())).unwrap());
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(
         Store::open(
