@@ -216,21 +216,45 @@ async fn a_hundred_thousand_bans_with_distinct_reasons_leave_filter_memory_flat(
     print_samples(&table);
 
     let (start, first, last) = (&table[0], &table[1], &table[table.len() - 1]);
-    for later in &table[2..] {
-        let flat = |what: &str, first: u64, later_value: u64| {
+    // Bans expire after BAN_TTL, so the live list grows until expiry keeps pace with the ban
+    // rate (one wave's worth, or two or three on a slower machine) and then holds. Envoy's
+    // resident set (which holds the VMs' linear memory, never returned to the system) may grow
+    // with the live list; from the first wave at which it is near its largest, it must stay
+    // flat. Envoy's own allocated heap must stay flat from the first wave.
+    let most_live = table[1..]
+        .iter()
+        .map(|s| s.live_decisions)
+        .max()
+        .unwrap_or(0);
+    let steady = table[1..]
+        .iter()
+        .position(|s| s.live_decisions as f64 >= most_live as f64 * 0.9)
+        .map_or(1, |i| i + 1);
+    let baseline = &table[steady];
+    for (i, later) in table.iter().enumerate().skip(2) {
+        let flat = |what: &str, base: &Sample, later_value: u64, base_value: u64| {
             assert!(
-                later_value as f64 <= first as f64 * (1.0 + FLAT),
-                "{what} grew from {:.1} MiB after the first wave to {:.1} MiB after {}",
-                mib(first),
+                later_value as f64 <= base_value as f64 * (1.0 + FLAT),
+                "{what} grew from {:.1} MiB after {} to {:.1} MiB after {}",
+                mib(base_value),
+                base.label,
                 mib(later_value),
                 later.label
             );
         };
-        flat("Envoy's resident set", first.memory.rss, later.memory.rss);
+        if i > steady {
+            flat(
+                "Envoy's resident set",
+                baseline,
+                later.memory.rss,
+                baseline.memory.rss,
+            );
+        }
         flat(
             "Envoy's allocated heap",
-            first.memory.allocated,
+            first,
             later.memory.allocated,
+            first.memory.allocated,
         );
     }
     for name in [
