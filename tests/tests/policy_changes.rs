@@ -260,6 +260,104 @@ async fn each_ingress_policy_kind_is_recorded_with_its_summary_and_everything_el
             "jwt",
             k8s::security_policy("shop", "jwt", Some("https://idp.example.com"), None),
         ),
+        create(
+            "gateway.networking.k8s.io",
+            "v1",
+            "grpcroutes",
+            "shop",
+            "orders",
+            k8s::grpc_route(
+                "shop",
+                "orders",
+                &["grpc.example.com"],
+                "shop.Orders",
+                "orders",
+            ),
+        ),
+        create(
+            "gateway.networking.k8s.io",
+            "v1alpha2",
+            "tlsroutes",
+            "shop",
+            "passthrough",
+            k8s::tls_route("shop", "passthrough", &["tls.example.com"], "legacy"),
+        ),
+        create(
+            "gateway.networking.k8s.io",
+            "v1beta1",
+            "referencegrants",
+            "shop",
+            "from-edge",
+            k8s::reference_grant(
+                "shop",
+                "from-edge",
+                &[("gateway.networking.k8s.io", "HTTPRoute", "edge")],
+                &[("", "Service")],
+            ),
+        ),
+        create(
+            "networking.istio.io",
+            "v1",
+            "gateways",
+            "istio-system",
+            "ingress-public",
+            k8s::istio_gateway(
+                "istio-system",
+                "ingress-public",
+                &["shop.example.com"],
+                Some("shop-cert"),
+            ),
+        ),
+        create(
+            "security.istio.io",
+            "v1",
+            "requestauthentications",
+            "shop",
+            "jwt",
+            k8s::request_authentication("shop", "jwt", &["https://idp.example.com"]),
+        ),
+        create(
+            "security.istio.io",
+            "v1",
+            "peerauthentications",
+            "shop",
+            "strict",
+            k8s::peer_authentication("shop", "strict", "STRICT"),
+        ),
+        create(
+            "networking.istio.io",
+            "v1alpha3",
+            "envoyfilters",
+            "istio-system",
+            "warden-wasm",
+            k8s::envoy_filter("istio-system", "warden-wasm"),
+        ),
+        create(
+            "gateway.envoyproxy.io",
+            "v1alpha1",
+            "envoyextensionpolicies",
+            "shop",
+            "warden",
+            k8s::envoy_extension_policy(
+                "shop",
+                "warden",
+                "https://registry.example/warden_filter.wasm",
+                true,
+            ),
+        ),
+        create(
+            "gateway.envoyproxy.io",
+            "v1alpha1",
+            "clienttrafficpolicies",
+            "edge",
+            "tls",
+            k8s::client_traffic_policy("edge", "tls", "1.2"),
+        ),
+        // A TLS Secret, at Metadata level as the shipped policy sends it: kept by its name.
+        EventBuilder::new("create", "", "v1", "secrets", "shop", "shop-cert")
+            .level("Metadata")
+            .time_ms(t)
+            .build(),
         // Warden's own configuration.
         create(
             "",
@@ -383,6 +481,36 @@ async fn each_ingress_policy_kind_is_recorded_with_its_summary_and_everything_el
     find(&changes, "securitypolicies", "jwt");
     find(&changes, "ingressclasses", "nginx");
     find(&changes, "configmaps", "warden-config");
+    find(&changes, "secrets", "shop-cert");
+    find(&changes, "referencegrants", "from-edge");
+    find(&changes, "peerauthentications", "strict");
+    find(&changes, "clienttrafficpolicies", "tls");
+    let grpc = &find(&changes, "grpcroutes", "orders")["change"]["summary"];
+    assert_eq!(strings(&grpc["hosts"]), ["grpc.example.com"], "{grpc}");
+    let tls_route = &find(&changes, "tlsroutes", "passthrough")["change"]["summary"];
+    assert_eq!(
+        strings(&tls_route["hosts"]),
+        ["tls.example.com"],
+        "{tls_route}"
+    );
+    let istio = find(&changes, "gateways", "ingress-public");
+    assert_eq!(istio["change"]["api_group"], "networking.istio.io");
+    assert!(
+        strings(&istio["change"]["summary"]["tls_secrets"])
+            .iter()
+            .any(|s| s.ends_with("shop-cert")),
+        "{istio}"
+    );
+    let jwt = &find(&changes, "requestauthentications", "jwt")["change"]["summary"];
+    assert_eq!(strings(&jwt["rules_added"]).len(), 1, "{jwt}");
+    let filter = &find(&changes, "envoyfilters", "warden-wasm")["change"]["summary"]["plugin"];
+    assert_eq!(filter["is_warden"], true, "{filter}");
+    let eep = &find(&changes, "envoyextensionpolicies", "warden")["change"]["summary"]["plugin"];
+    assert_eq!(
+        (eep["is_warden"].clone(), eep["fail_open"].clone()),
+        (json!(true), json!(true)),
+        "{eep}"
+    );
 
     // Filters of the query.
     let only = s.changes("resource=ingress").await;
@@ -396,7 +524,11 @@ async fn each_ingress_policy_kind_is_recorded_with_its_summary_and_everything_el
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     assert!(!kinds.contains(&"wasmplugins"), "{kinds:?}");
-    assert_eq!(s.changes("namespace=edge").await.len(), 1);
+    assert_eq!(
+        s.changes("namespace=edge").await.len(),
+        2,
+        "the Gateway and the ClientTrafficPolicy"
+    );
     assert_eq!(s.changes("user=bob*").await.len(), 0);
     assert_eq!(s.changes("user=alice*").await.len(), kept.len());
 
