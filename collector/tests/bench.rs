@@ -22,6 +22,21 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A record store in `dir` (`synchronous = normal`) and the ingest service in front of it, with
+/// default limits and no authentication, as the query and verify measurements use them.
+fn store_and_ingest(dir: &std::path::Path) -> (Arc<Store>, Ingest) {
+    let metrics = Arc::new(Metrics::default());
+    let store =
+        Arc::new(Store::open(dir, Synchronous::Normal, 100_000, Arc::clone(&metrics)).unwrap());
+    let ingest = Ingest::new(
+        Arc::clone(&store),
+        Default::default(),
+        Default::default(),
+        metrics,
+    );
+    (store, ingest)
+}
+
 fn batch(worker: u32, first_seq: u64, n: usize, now: i64) -> ExportRequest {
     warden_e2e::workload::batch(worker, first_seq, n as u64, now)
 }
@@ -317,22 +332,7 @@ async fn query_latency() {
     use warden_collector::time::TimeBound;
     let total = env_or("BENCH_RECORDS", 2_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            Synchronous::Normal,
-            100_000,
-            Arc::clone(&metrics),
-        )
-        .unwrap(),
-    );
-    let ingest = Ingest::new(
-        Arc::clone(&store),
-        Default::default(),
-        Default::default(),
-        metrics,
-    );
+    let (store, ingest) = store_and_ingest(dir.path());
     let now = chrono::Utc::now().timestamp_millis();
     let batches = total / 1000;
     let step_ms = 3_600_000 / batches as i64;
@@ -530,22 +530,7 @@ async fn verify_time_per_million_records() {
     // The decisions database too, as `warden serve` creates it: verify walks its audit chain.
     let main = open_connection(&dir.path().join("warden.db"), Synchronous::Normal).unwrap();
     drop(Decisions::open(main, 10_000, 10_000, Arc::new(Metrics::default())).unwrap());
-    let metrics = Arc::new(Metrics::default());
-    let store = Arc::new(
-        Store::open(
-            dir.path(),
-            Synchronous::Normal,
-            100_000,
-            Arc::clone(&metrics),
-        )
-        .unwrap(),
-    );
-    let ingest = Ingest::new(
-        Arc::clone(&store),
-        Default::default(),
-        Default::default(),
-        metrics,
-    );
+    let (store, ingest) = store_and_ingest(dir.path());
     let now = chrono::Utc::now().timestamp_millis();
     for b in 0..total / 1000 {
         let req = batch(

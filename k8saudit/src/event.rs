@@ -494,10 +494,7 @@ fn validate(i: usize, raw: RawEvent) -> Result<Event, ParseError> {
     // The API server takes the ID from the client's `Audit-ID` header as it is: a client must
     // not be able to hide its change by sending a long one, so a long ID is kept as its digest.
     let audit_id = if audit_id.len() > MAX_AUDIT_ID_BYTES {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(audit_id.as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("sha256:{hex}")
+        format!("sha256:{}", crate::json::sha256_hex(audit_id.as_bytes()))
     } else {
         audit_id
     };

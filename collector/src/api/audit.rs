@@ -74,13 +74,7 @@ pub(super) async fn api_audit(
             "limit" => q.limit = parse_limit(value, 100_000)?,
             "actor" => q.actor = Some(text("actor", Some(value.clone()), "")?),
             "operation" => q.operation = Some(text("operation", Some(value.clone()), "")?),
-            "refused" => {
-                q.refused = match value.as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(Error::invalid("refused", "must be true or false")),
-                };
-            }
+            "refused" => q.refused = super::flag(key, value)?,
             other => return Err(Error::invalid(other, "unknown parameter")),
         }
     }

@@ -3,7 +3,7 @@
 //! latest spike of denials on a host.
 
 use super::model::{ChangesPage, ChangesParams, ErrorBody, IngestSummary};
-use super::{AppState, blocking};
+use super::{AppState, blocking, flag};
 use crate::error::Error;
 use crate::metrics::K8S_AUDIT_BODIES;
 use crate::policy_changes::spike::{self, SpikeRule};
@@ -109,14 +109,6 @@ pub(super) async fn k8s_audit(
             count(&s, "failed");
             Err(e)
         }
-    }
-}
-
-fn flag(key: &str, value: &str) -> Result<bool, Error> {
-    match value {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(Error::invalid(key, "must be true or false")),
     }
 }
 

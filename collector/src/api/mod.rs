@@ -202,6 +202,15 @@ fn text(field: &str, value: Option<String>, default: &str) -> Result<String, Err
     Ok(v)
 }
 
+/// A boolean parameter: `true`/`1` or `false`/`0`.
+fn flag(key: &str, value: &str) -> Result<bool, Error> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(Error::invalid(key, "must be true or false")),
+    }
+}
+
 /// Runs SQLite work on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
